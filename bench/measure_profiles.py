@@ -1,0 +1,69 @@
+"""Regenerate the reference latency profiles in data/profiles/.
+
+    python3 bench/measure_profiles.py                 # all four models
+    python3 bench/measure_profiles.py mlp mlp_int8    # some of them
+    python3 bench/measure_profiles.py --out /tmp/p    # somewhere else
+
+Trains the models first if they are not in the model cache (see sim.models),
+then times them with sim.profiles.measure_profile (single-threaded, warm-up
+first, round-robin over batch sizes) and writes ``<model>.json`` with the
+machine's provenance. Run it on a quiet machine: the labs, tests and notebooks
+read these files instead of timing live, so whatever noise is in them is in
+every lab.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sim.models import DEFAULT_MEASURE, MODEL_NAMES, get_model  # noqa: E402
+from sim.profiles import (  # noqa: E402
+    DEFAULT_BATCH_SIZES,
+    MAX_SAMPLES_PER_BATCH,
+    REFERENCE_DIR,
+    measure_profile,
+)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("models", nargs="*", help=f"any of {', '.join(MODEL_NAMES)} (default: all)")
+    ap.add_argument("--out", type=Path, default=REFERENCE_DIR, help="output folder (default data/profiles)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=None, help="override the per-model default")
+    ap.add_argument("--warmup", type=int, default=None)
+    args = ap.parse_args(argv)
+    args.models = args.models or list(MODEL_NAMES)
+    unknown = sorted(set(args.models) - set(MODEL_NAMES))
+    if unknown:
+        ap.error(f"unknown model(s) {unknown}; choose from {list(MODEL_NAMES)}")
+
+    t_all = time.perf_counter()
+    for name in args.models:
+        t0 = time.perf_counter()
+        model = get_model(name, args.seed)
+        t_model = time.perf_counter() - t0
+        r, w = DEFAULT_MEASURE[name]
+        repeats = min(args.repeats or r, MAX_SAMPLES_PER_BATCH)
+        warmup = w if args.warmup is None else args.warmup
+        t0 = time.perf_counter()
+        prof = measure_profile(model, DEFAULT_BATCH_SIZES, repeats=repeats, warmup=warmup)
+        t_measure = time.perf_counter() - t0
+        prof.provenance["model_seed"] = args.seed
+        prof.provenance["generated_by"] = "bench/measure_profiles.py"
+        path = args.out / f"{name}.json"
+        prof.to_json(path)
+        meds = "  ".join(f"b{b}={prof.median(b) * 1e6:.0f}" for b in prof.batch_sizes)
+        print(f"{name:9s} acc={prof.accuracy:.4f} model {t_model:.2f}s measure {t_measure:.2f}s "
+              f"({'cached' if model.from_cache else 'trained'}) medians us: {meds}")
+        print(f"          -> {path} ({path.stat().st_size / 1024:.0f} KiB)")
+    print(f"total {time.perf_counter() - t_all:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,249 @@
+"""``archlab``: the labs from the command line, for scripts and CI.
+
+Commands and JSON shapes follow DESIGN.md ("The command line contract").
+Bad input exits with status 2 and one line on stderr, never a traceback and
+never anything on stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+from .catalog import CatalogError, load_catalog
+from .contract import ParamError, _json_number
+from .registry import built_ids, get_lab
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported on one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse would print usage over several lines
+        raise UsageError(message)
+
+
+def _parse_sets(lab, pairs) -> dict:
+    values = {}
+    for item in pairs or []:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--set expects NAME=VALUE, got {item!r}")
+        values[name.strip()] = text
+    return lab.parse(values)
+
+
+def _emit(obj, fmt: str):
+    if fmt == "json":
+        print(json.dumps(obj, indent=2, sort_keys=False, allow_nan=False))
+
+
+def _table(rows: list[list], header: list[str]) -> str:
+    cells = [header] + [[("" if c is None else (f"{c:.4g}" if isinstance(c, float) else str(c))) for c in r]
+                        for r in rows]
+    widths = [max(len(r[k]) for r in cells) for k in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ commands
+def cmd_list(args):
+    built = set(built_ids())
+    cat = load_catalog()
+    rows = [{"id": q.id, "topic": cat.topic_name(q.topic) if hasattr(cat, "topic_name") else q.topic,
+             "difficulty": q.difficulty, "title": q.title, "built": q.id in built} for q in cat.questions]
+    if args.format == "json":
+        _emit(rows, "json")
+    else:
+        print(_table([[r["id"], r["topic"], r["difficulty"], r["title"], "yes" if r["built"] else "-"]
+                      for r in rows], ["id", "topic", "difficulty", "title", "lab"]))
+
+
+def cmd_show(args):
+    q = load_catalog().get(_qid(args.lab))
+    built = q.id in built_ids()
+    params = [p.to_dict() for p in get_lab(q.id).params] if built else []
+    metrics = [{"key": m.key, "name": m.name, "formula": m.formula, "target": m.target} for m in q.metrics]
+    claims = [{"id": c.id, "text": c.text, "metric": c.metric, "arm": c.arm} for c in q.claims]
+    obj = {"id": q.id, "title": q.title, "difficulty": q.difficulty, "summary": q.summary, "built": built,
+           "params": params, "metrics": metrics, "claims": claims}
+    if args.format == "json":
+        _emit(obj, "json")
+        return
+    print(f"{q.id}  {q.title}  ({q.difficulty})\n\n{q.summary}\n")
+    if built:
+        print(_table([[p["name"], p["default"], _range(p), p["unit"], p["help"]] for p in params],
+                     ["param", "default", "allowed", "unit", "help"]) + "\n")
+    else:
+        print("(lab not built yet)\n")
+    print(_table([[m["key"], m["formula"], m["target"]] for m in metrics], ["metric", "formula", "target"]))
+
+
+def _range(p: dict) -> str:
+    if "choices" in p:
+        return "|".join(str(c) for c in p["choices"])
+    return f"[{p['low']}, {p['high']}]"
+
+
+def _qid(text: str) -> str:
+    t = str(text).lower().lstrip("q")
+    if not t.isdigit() or not 1 <= int(t) <= 30:
+        raise UsageError(f"unknown question {text!r}; expected q01 ... q30")
+    return "q%02d" % int(t)
+
+
+def cmd_run(args):
+    lab = get_lab(_qid(args.lab))
+    params = _parse_sets(lab, args.set)
+    result = lab.run(seed=args.seed, **params)
+    if args.format == "json":
+        _emit(result.to_dict(), "json")
+        return
+    print(f"{lab.id}  {lab.title}   seed={result.seed}   {result.elapsed_s:.2f} s")
+    keys = sorted({k for m in result.metrics.values() for k in m})
+    arms = list(result.metrics)
+    print(_table([[k] + [result.metrics[a].get(k) for a in arms] + [result.targets.get(k, "")] for k in keys],
+                 ["metric"] + arms + ["target"]))
+    print()
+    for v in result.claims:
+        print(f"[{v.verdict}] {v.id}: {v.detail}")
+
+
+def cmd_check(args):
+    ids = [_qid(x) for x in args.labs] if args.labs else built_ids()
+    report = []
+    for qid in ids:
+        lab = get_lab(qid)
+        t0 = time.perf_counter()
+        verdicts = lab.check(seed=args.seed, progress=lambda n, q=qid: print(f"check {q}: {n} runs", file=sys.stderr))
+        report.append({"lab": qid, "claims": [v.to_dict() for v in verdicts],
+                       "elapsed_s": round(time.perf_counter() - t0, 3)})
+    if args.format == "json":
+        _emit(report, "json")
+    else:
+        for r in report:
+            for c in r["claims"]:
+                print(f"{r['lab']}  [{c['verdict']}] {c['id']}: {c['detail']}")
+
+
+def _sweep_point(task):
+    lab_id, seed, params = task
+    res = get_lab(lab_id).run(seed=seed, **params)
+    return res.metrics
+
+
+def cmd_sweep(args):
+    from sim.metrics import t_interval
+
+    lab = get_lab(_qid(args.lab))
+    base = _parse_sets(lab, args.set)
+    name, sep, values_text = (args.vary or "").partition("=")
+    if not sep or not values_text:
+        raise UsageError(f"--vary expects NAME=V1,V2,..., got {args.vary!r}")
+    param = lab.param(name)
+    values = [param.parse(v) for v in values_text.split(",")]
+    if args.reps < 1:
+        raise UsageError(f"--reps must be >= 1, got {args.reps}")
+    if args.jobs < 1:
+        raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
+    tasks = [(lab.id, args.seed + r, {**base, name: v}) for v in values for r in range(args.reps)]
+    results = []
+    if args.jobs == 1:
+        for k, t in enumerate(tasks, 1):
+            results.append(_sweep_point(t))
+            print(f"sweep {lab.id}: {k}/{len(tasks)} runs", file=sys.stderr)
+    else:
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            for k, m in enumerate(pool.map(_sweep_point, tasks), 1):
+                results.append(m)
+                print(f"sweep {lab.id}: {k}/{len(tasks)} runs", file=sys.stderr)
+    rows = []
+    for vi, v in enumerate(values):
+        chunk = results[vi * args.reps:(vi + 1) * args.reps]
+        for arm in chunk[0]:
+            for metric in chunk[0][arm]:
+                ci = t_interval([c[arm][metric] for c in chunk])
+                rows.append({"value": v, "arm": arm, "metric": metric, "mean": _json_number(ci.estimate),
+                             "ci_low": _json_number(ci.low), "ci_high": _json_number(ci.high), "reps": args.reps})
+    if args.format == "json":
+        _emit({"lab": lab.id, "vary": name, "seed": args.seed, "params": base, "rows": rows}, "json")
+    else:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=["value", "arm", "metric", "mean", "ci_low", "ci_high", "reps"],
+                           lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        sys.stdout.write(buf.getvalue())
+
+
+def cmd_bench(args):
+    from sim import bench
+
+    if args.customers < 1000 or args.rounds < 1:
+        raise UsageError("bench needs --customers >= 1000 and --rounds >= 1")
+    print(bench.report(bench.run(customers=args.customers, rounds=args.rounds)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="archlab", description="ArchLab: simulate AI/ML architecture patterns and check claims.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    s = sub.add_parser("list", help="the 30 questions and which labs are built")
+    s.add_argument("--format", choices=["json", "table"], default="table")
+    s.set_defaults(func=cmd_list)
+    s = sub.add_parser("show", help="a question's parameters and metrics")
+    s.add_argument("lab")
+    s.add_argument("--format", choices=["json", "table"], default="table")
+    s.set_defaults(func=cmd_show)
+    s = sub.add_parser("run", help="run a lab once")
+    s.add_argument("lab")
+    s.add_argument("--set", action="append", metavar="NAME=VALUE")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--format", choices=["json", "table"], default="table")
+    s.set_defaults(func=cmd_run)
+    s = sub.add_parser("check", help="every claim's verdict with the region where it holds")
+    s.add_argument("labs", nargs="*")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--format", choices=["json", "table"], default="table")
+    s.set_defaults(func=cmd_check)
+    s = sub.add_parser("sweep", help="vary one parameter, with replications")
+    s.add_argument("lab")
+    s.add_argument("--vary", required=True, metavar="NAME=V1,V2,...")
+    s.add_argument("--set", action="append", metavar="NAME=VALUE")
+    s.add_argument("--reps", type=int, default=1)
+    s.add_argument("--jobs", type=int, default=1)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--format", choices=["json", "csv"], default="csv")
+    s.set_defaults(func=cmd_sweep)
+    s = sub.add_parser("bench", help="simulator overhead: sim components vs bare SimPy")
+    s.add_argument("--customers", type=int, default=50_000)
+    s.add_argument("--rounds", type=int, default=5)
+    s.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv=None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if getattr(args, "seed", 0) is not None and getattr(args, "seed", 0) < 0:
+            raise UsageError(f"--seed must be a non-negative integer, got {args.seed}")
+        args.func(args)
+        return 0
+    except (UsageError, ParamError, CatalogError) as exc:
+        msg = " ".join(str(exc).split())
+        print(f"archlab: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyError as exc:  # catalogue lookups
+        print(f"archlab: error: {' '.join(str(exc).strip(chr(39)).split())}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Plot helpers shared by labs: one look for every lab's figures.
+
+Labs call these from their ``plots(result)``; the explorer and the notebooks
+only display the figures. Matplotlib's object API is used (no pyplot state),
+so figures can be made in threads and closed explicitly.
+"""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+ARM_COLOURS = {"baseline": "#c0392b", "pattern": "#2471a3", "comparison": "#7d3c98"}
+STATE_COLOURS = {"CLOSED": "#27ae60", "HALF_OPEN": "#f39c12", "OPEN": "#c0392b"}
+
+
+def figure(title: str, size=(8, 3.4)):
+    fig, ax = plt.subplots(figsize=size, layout="constrained")
+    ax.set_title(title, fontsize=11)
+    ax.grid(alpha=0.3)
+    return fig, ax
+
+
+def shade(ax, spans, label: str = "outage"):
+    """Shade time spans (start, end) on an axis; the first span carries the legend label."""
+    for k, (start, end) in enumerate(spans):
+        ax.axvspan(start, end, color="0.85", zorder=0, label=label if k == 0 else None)
+
+
+def lines_by_arm(series: pd.DataFrame, x: str, y: str, title: str, ylabel: str, spans=(), logy=False,
+                 span_label="outage"):
+    """One line per arm of a long-format time series (columns x, y, arm)."""
+    fig, ax = figure(title)
+    shade(ax, spans, span_label)
+    for arm, df in series.groupby("arm", sort=False):
+        ax.plot(df[x], df[y], label=arm, color=ARM_COLOURS.get(arm), lw=1.4)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(x.replace("_s", " (s)") if x.endswith("_s") else x)
+    ax.set_ylabel(ylabel)
+    ax.legend(loc="best", fontsize=8)
+    return fig
+
+
+def state_timeline(states: pd.DataFrame, title: str, spans=(), span_label="outage"):
+    """A step chart of a state machine over time (columns time_s, state)."""
+    order = list(STATE_COLOURS)
+    fig, ax = figure(title, size=(8, 2.2))
+    shade(ax, spans, span_label)
+    t = states["time_s"].to_numpy()
+    for k in range(len(states) - 1):
+        s = states["state"].iloc[k]
+        ax.hlines(order.index(s) if s in order else 0, t[k], t[k + 1], colors=STATE_COLOURS.get(s, "k"), lw=6)
+    ax.set_yticks(range(len(order)), order)
+    ax.set_ylim(-0.6, len(order) - 0.4)
+    ax.set_xlabel("time (s)")
+    return fig
+
+
+def close_all(figs):
+    for f in figs:
+        plt.close(f)

@@ -1,0 +1,208 @@
+"""Per-request records and the summaries every lab reports.
+
+Requests are recorded in preallocated numpy arrays (a few dozen bytes each,
+never a Python object per request) so that a 30k-request run stays cheap and
+summaries are vectorised. Times are seconds; summaries report milliseconds
+with the unit in the key (``p99_ms``), as the labs' metric tables do.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+# Outcome codes stored per request.
+PENDING, OK, ERROR, TIMEOUT, REJECTED, FALLBACK, DROPPED = range(7)
+OUTCOME_NAMES = ("pending", "ok", "error", "timeout", "rejected", "fallback", "dropped")
+
+
+class RequestLog:
+    """Fixed-capacity columns: arrival, start (service began), end, outcome, tag.
+
+    ``tag`` is a small integer a lab may use freely (replica index, tenant,
+    model version ...). ``arm`` names the arm the log belongs to.
+    """
+
+    def __init__(self, capacity: int, arm: str = "baseline"):
+        if capacity < 1:
+            raise ValueError("RequestLog capacity must be >= 1")
+        self.arm = arm
+        self.arrival = np.full(capacity, np.nan)
+        self.start = np.full(capacity, np.nan)
+        self.end = np.full(capacity, np.nan)
+        self.outcome = np.zeros(capacity, dtype=np.int8)
+        self.tag = np.zeros(capacity, dtype=np.int16)
+
+    def __len__(self):
+        return self.arrival.size
+
+    def finished(self) -> np.ndarray:
+        return self.outcome != PENDING
+
+    @property
+    def latency(self) -> np.ndarray:
+        return self.end - self.arrival
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame({
+            "arm": self.arm,
+            "arrival": self.arrival,
+            "start": self.start,
+            "end": self.end,
+            "latency_s": self.latency,
+            "outcome": pd.Categorical.from_codes(self.outcome, OUTCOME_NAMES),
+            "tag": self.tag,
+        })
+
+
+class TimeWeighted:
+    """Time-average of a piecewise-constant quantity (busy servers, queue length)."""
+
+    __slots__ = ("_t0", "_last_t", "_value", "_area", "times", "values")
+
+    def __init__(self, t0: float = 0.0, value: float = 0.0, keep_history: bool = False):
+        self._t0 = self._last_t = t0
+        self._value = value
+        self._area = 0.0
+        self.times = [t0] if keep_history else None
+        self.values = [value] if keep_history else None
+
+    def update(self, t: float, value: float) -> None:
+        self._area += self._value * (t - self._last_t)
+        self._last_t = t
+        self._value = value
+        if self.times is not None:
+            self.times.append(t)
+            self.values.append(value)
+
+    @property
+    def value(self) -> float:
+        return self._value
+
+    def mean(self, t: float) -> float:
+        span = t - self._t0
+        if span <= 0:
+            return float(self._value)
+        return (self._area + self._value * (t - self._last_t)) / span
+
+    def series(self) -> pd.DataFrame:
+        if self.times is None:
+            raise ValueError("created without keep_history")
+        return pd.DataFrame({"time_s": self.times, "value": self.values})
+
+
+# ---------------------------------------------------------------- confidence intervals
+@dataclass(frozen=True)
+class Interval:
+    estimate: float
+    low: float
+    high: float
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2
+
+    def as_tuple(self):
+        return (self.estimate, self.low, self.high)
+
+
+def t_interval(samples, confidence: float = 0.95) -> Interval:
+    """Student-t interval for the mean of independent replications."""
+    x = np.asarray(samples, dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return Interval(np.nan, np.nan, np.nan)
+    m = float(x.mean())
+    if x.size < 2:
+        return Interval(m, np.nan, np.nan)
+    h = stats.t.ppf((1 + confidence) / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size)
+    return Interval(m, m - h, m + h)
+
+
+def batch_means(values, statistic=np.mean, n_batches: int = 20, confidence: float = 0.95) -> Interval:
+    """Interval for a statistic of one long, correlated run by non-overlapping batches.
+
+    The point estimate is the statistic over all values; the interval comes
+    from the spread of the statistic across ``n_batches`` consecutive batches
+    (the classic batch-means method). Works for percentiles too, where it is
+    slightly conservative.
+    """
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size < 2 * n_batches:
+        est = float(statistic(x)) if x.size else np.nan
+        return Interval(est, np.nan, np.nan)
+    est = float(statistic(x))
+    usable = x[: (x.size // n_batches) * n_batches].reshape(n_batches, -1)
+    per_batch = np.array([statistic(b) for b in usable])
+    h = stats.t.ppf((1 + confidence) / 2, n_batches - 1) * per_batch.std(ddof=1) / np.sqrt(n_batches)
+    return Interval(est, est - h, est + h)
+
+
+def percentile_ci(latencies, q: float, n_batches: int = 20) -> Interval:
+    """Batch-means interval for the q-th percentile (q in 0..100)."""
+    return batch_means(latencies, lambda b: np.percentile(b, q), n_batches)
+
+
+# ---------------------------------------------------------------- summaries
+def summarize(log: RequestLog, horizon: float | None = None, warmup: float = 0.0,
+              ok_outcomes=(OK, FALLBACK)) -> dict[str, float]:
+    """Headline metrics of one arm.
+
+    Latency percentiles cover every finished request (errors and timeouts
+    included: a caller waits for those too). ``availability_pct`` counts
+    ``ok_outcomes`` as answered; ``error_rate_pct`` is the rest.
+    """
+    done = log.finished() & (log.arrival >= warmup)
+    lat = log.latency[done]
+    n = int(done.sum())
+    if horizon is None:
+        horizon = float(np.nanmax(log.end[done])) if n else 0.0
+    span = max(horizon - warmup, 1e-12)
+    good = np.isin(log.outcome[done], ok_outcomes)
+    out = {
+        "requests": float(n),
+        "mean_ms": float(lat.mean() * 1e3) if n else np.nan,
+        "p50_ms": float(np.percentile(lat, 50) * 1e3) if n else np.nan,
+        "p95_ms": float(np.percentile(lat, 95) * 1e3) if n else np.nan,
+        "p99_ms": float(np.percentile(lat, 99) * 1e3) if n else np.nan,
+        "throughput_rps": float(good.sum() / span),
+        "availability_pct": float(100.0 * good.mean()) if n else np.nan,
+        "error_rate_pct": float(100.0 * (1 - good.mean())) if n else np.nan,
+    }
+    return out
+
+
+def percentile_intervals(log: RequestLog, warmup: float = 0.0, qs=(50, 95, 99)) -> dict[str, Interval]:
+    """Batch-means confidence bands for the latency percentiles of one arm."""
+    done = log.finished() & (log.arrival >= warmup)
+    order = np.argsort(log.arrival[done], kind="stable")
+    lat_ms = log.latency[done][order] * 1e3
+    return {f"p{q}_ms": percentile_ci(lat_ms, q) for q in qs}
+
+
+def windowed(log: RequestLog, width: float, horizon: float | None = None) -> pd.DataFrame:
+    """Per-window time series by arrival time: requests, P50/P99 latency (ms), error share (%)."""
+    done = log.finished()
+    arr = log.arrival[done]
+    if horizon is None:
+        horizon = float(arr.max()) if arr.size else 0.0
+    n_win = max(int(np.ceil(horizon / width)), 1)
+    frame = pd.DataFrame({
+        "window": np.clip((arr // width).astype(int), 0, n_win - 1),
+        "latency_ms": log.latency[done] * 1e3,
+        "failed": ~np.isin(log.outcome[done], (OK, FALLBACK)),
+    })
+    g = frame.groupby("window")
+    out = pd.DataFrame({
+        "requests": g.size(),
+        "p50_ms": g["latency_ms"].quantile(0.5),
+        "p99_ms": g["latency_ms"].quantile(0.99),
+        "error_pct": 100.0 * g["failed"].mean(),
+    }).reindex(range(n_win))
+    out["requests"] = out["requests"].fillna(0).astype(int)
+    out.insert(0, "time_s", np.arange(n_win) * width)
+    out["arm"] = log.arm
+    return out.reset_index(drop=True)

@@ -1,0 +1,521 @@
+"""Real small models, trained here, for the labs' inference times and accuracy.
+
+Four models, all classifying the 8x8 handwritten digits that scikit-learn
+ships (``sklearn.datasets.load_digits``: 1797 images, 64 pixel features 0..16,
+10 classes), so nothing is downloaded:
+
+===========  =========  ====================================================
+name         family     what
+===========  =========  ====================================================
+``mlp``      torch      MLP 64 -> 256 -> 256 -> 10 (ReLU), Adam, standardised
+                        inputs (the scaler lives inside the module as buffers)
+``mlp_int8`` torch      ``mlp`` after dynamic INT8 quantisation of its Linear
+                        layers (``torch.ao.quantization.quantize_dynamic``)
+``logreg``   sklearn    StandardScaler + LogisticRegression
+``forest``   sklearn    RandomForestClassifier, 200 trees
+===========  =========  ====================================================
+
+All four use one fixed, stratified train/test split (75/25, ``SPLIT_SEED``),
+independent of the model ``seed``: the seed changes weight initialisation,
+shuffling and bootstrap samples, never the 450 test images, so accuracies of
+different seeds are comparable. ``TrainedModel.X_test`` holds the raw pixel
+values (float32); every ``predict`` takes raw pixels and does its own
+preprocessing, as a served model would.
+
+Training is deterministic for a given seed: ``torch.manual_seed`` (inside
+``torch.random.fork_rng`` so the caller's global RNG is untouched), a seeded
+shuffling generator, scikit-learn ``random_state``, and a single thread for
+torch and for BLAS (see :func:`sim.profiles.torch_threads` for why).
+
+Caching
+-------
+``get_model(name, seed)`` trains a model once and then reuses it, at two
+levels: in this process (``functools.lru_cache``) and on disk under
+``$ARCHLAB_CACHE``, else ``$XDG_CACHE_HOME/archlab``, else
+``~/.cache/archlab``, in ``models-torch<v>-sklearn<v>-numpy<v>/seed<seed>/``
+(a new library version therefore never reads an old file).
+
+* torch weights are stored with ``torch.save(state_dict)`` and read with
+  ``torch.load(..., weights_only=True)``, which cannot run code.
+* scikit-learn models have no safe format, so they are pickled. Unpickling runs
+  code, so ArchLab unpickles only files it wrote itself: each pickle is written
+  together with a JSON manifest ``<name>.json`` recording the SHA-256 of the
+  pickle's bytes, and a pickle whose bytes do not hash to the manifest's value
+  is never unpickled: the model is retrained and the files rewritten. This
+  guards against a truncated, corrupted or swapped file; it is not a defence
+  against someone who can write to your cache folder (they could rewrite the
+  manifest too), which is the same trust you already place in that folder.
+* Every file (``.pt`` too) is checked against its manifest, and a loaded model
+  must reproduce the manifest's test accuracy. Any failure — missing,
+  truncated, corrupt, tampered file, unreadable manifest — leads to retraining,
+  never to a crash.
+* ``mlp_int8`` is not stored: it is re-quantised from the cached ``mlp``
+  (deterministic, a few milliseconds).
+
+``TRAIN_COUNTS`` counts trainings in this process (tests use it to tell a
+cache hit from a retrain).
+"""
+from __future__ import annotations
+
+import collections
+import functools
+import hashlib
+import io
+import json
+import os
+import pickle
+import re
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import sklearn
+import torch
+from sklearn.datasets import load_digits
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+from torch import nn
+
+from sim.profiles import (  # re-exported: the model layer's public API
+    DEFAULT_BATCH_SIZES,
+    Profile,
+    load_reference_profile,
+    measure_profile,
+    torch_threads,
+)
+
+__all__ = [
+    "MODEL_NAMES",
+    "TrainedModel",
+    "get_model",
+    "cache_root",
+    "cache_dir",
+    "clear_memory_cache",
+    "digits_split",
+    "Profile",
+    "measure_profile",
+    "load_reference_profile",
+    "measure_on_this_machine",
+    "DEFAULT_MEASURE",
+    "TRAIN_COUNTS",
+]
+
+MODEL_NAMES = ("mlp", "mlp_int8", "logreg", "forest")
+SPLIT_SEED = 0
+TEST_SIZE = 0.25
+MANIFEST_FORMAT = 1
+
+# MLP training recipe (~1-2 s on one core; ~97-98% test accuracy)
+MLP_HIDDEN = 256
+MLP_EPOCHS = 20
+MLP_BATCH = 64
+MLP_LR = 1e-3
+FOREST_TREES = 200
+
+#: Default (repeats, warmup) per model for live measurement: the forest is
+#: ~100x slower per call than the others, so it gets fewer repeats. All four
+#: together take well under 20 s on a 2-core machine.
+DEFAULT_MEASURE = {"mlp": (200, 20), "mlp_int8": (200, 20), "logreg": (200, 20), "forest": (40, 3)}
+
+#: How many times each model was trained in this process (cache misses).
+TRAIN_COUNTS: collections.Counter[str] = collections.Counter()
+
+
+# --------------------------------------------------------------------------- data
+@functools.lru_cache(maxsize=1)
+def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(X_train, X_test, y_train, y_test)`` of the digits, float32 pixels
+    0..16, the fixed stratified 75/25 split. Arrays are read-only."""
+    X, y = load_digits(return_X_y=True)
+    X = X.astype(np.float32)
+    y = y.astype(np.int64)
+    parts = train_test_split(X, y, test_size=TEST_SIZE, random_state=SPLIT_SEED, stratify=y)
+    for a in parts:
+        a.flags.writeable = False
+    return tuple(parts)  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- the model object
+@dataclass(eq=False)
+class TrainedModel:
+    """A trained classifier plus what the labs need to know about it.
+
+    ``predict(X)`` returns integer labels, ``predict_proba(X)`` an
+    ``(n, 10)`` array of class probabilities; both take raw pixel rows
+    (shape ``(n, 64)``, or one row of shape ``(64,)``).
+    """
+
+    name: str
+    family: str  # "torch" or "sklearn"
+    accuracy: float  # on X_test
+    n_params: int  # weights+biases; for the forest: total tree nodes
+    size_bytes: int  # serialised size (state_dict or pickle)
+    seed: int
+    train_seconds: float  # wall time of training (as recorded when trained)
+    from_cache: bool  # loaded from disk rather than trained in this call
+    X_test: np.ndarray = field(repr=False)
+    y_test: np.ndarray = field(repr=False)
+    estimator: Any = field(repr=False)  # nn.Module or sklearn estimator
+    _proba: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+    _predict: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+
+    def predict(self, X) -> np.ndarray:
+        return self._predict(_as_rows(X))
+
+    def predict_proba(self, X) -> np.ndarray:
+        return self._proba(_as_rows(X))
+
+    def score(self, X=None, y=None) -> float:
+        """Accuracy on (X, y), default the test split."""
+        X = self.X_test if X is None else X
+        y = self.y_test if y is None else y
+        return float(np.mean(self.predict(X) == np.asarray(y)))
+
+
+def _as_rows(X) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float32)
+    return X.reshape(1, -1) if X.ndim == 1 else X
+
+
+# --------------------------------------------------------------------------- torch MLP
+class DigitsMLP(nn.Module):
+    """64 -> 256 -> 256 -> 10 with ReLU; standardisation built in as buffers."""
+
+    def __init__(self, n_in: int = 64, hidden: int = MLP_HIDDEN, n_out: int = 10):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n_in))
+        self.register_buffer("scale", torch.ones(n_in))
+        self.net = nn.Sequential(
+            nn.Linear(n_in, hidden), nn.ReLU(),
+            nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Linear(hidden, n_out),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.scale)
+
+
+def _train_mlp(seed: int) -> DigitsMLP:
+    X_train, _, y_train, _ = digits_split()
+    with torch.random.fork_rng(devices=[]), torch_threads(1):
+        torch.manual_seed(seed)
+        model = DigitsMLP()
+        xt = torch.from_numpy(np.array(X_train))
+        yt = torch.from_numpy(np.array(y_train))
+        std = xt.std(dim=0, unbiased=False)
+        model.mean.copy_(xt.mean(dim=0))
+        model.scale.copy_(torch.where(std > 0, std, torch.ones_like(std)))  # constant pixels
+        adam = _Adam(list(model.parameters()), lr=MLP_LR)
+        loss_fn = nn.CrossEntropyLoss()
+        gen = torch.Generator().manual_seed(seed)
+        model.train()
+        for _ in range(MLP_EPOCHS):
+            order = torch.randperm(len(xt), generator=gen)
+            for i in range(0, len(xt), MLP_BATCH):
+                idx = order[i : i + MLP_BATCH]
+                adam.zero_grad()
+                loss_fn(model(xt[idx]), yt[idx]).backward()
+                adam.step()
+    model.eval()
+    return model
+
+
+class _Adam:
+    """Adam (Kingma & Ba), the same update as ``torch.optim.Adam`` with its
+    defaults (betas 0.9/0.999, eps 1e-8, bias correction, no weight decay).
+
+    Written out because ``torch.optim`` optimizers import ``torch._dynamo`` on
+    their first call, which costs 2-4 s of a cold start on a small CPU box —
+    longer than training this MLP. The update itself is four lines.
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+        self.params, self.lr, self.betas, self.eps, self.t = params, lr, betas, eps, 0
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self):
+        self.t += 1
+        b1, b2 = self.betas
+        bc1, bc2 = 1 - b1**self.t, 1 - b2**self.t
+        for p, m, v in zip(self.params, self.m, self.v):
+            g = p.grad
+            m.mul_(b1).add_(g, alpha=1 - b1)  # first moment
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)  # second moment
+            denom = (v.sqrt() / bc2**0.5).add_(self.eps)
+            p.addcdiv_(m, denom, value=-self.lr / bc1)
+
+
+def _quantize(model: nn.Module) -> nn.Module:
+    """Dynamic INT8 quantisation of every nn.Linear (weights int8, activations
+    quantised on the fly per call). torch 2.13 still ships
+    ``torch.ao.quantization.quantize_dynamic`` but flags it deprecated in favour
+    of the separate ``torchao`` package, which ArchLab does not depend on; the
+    deprecation warnings are silenced here."""
+    import copy
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        from torch.ao.quantization import quantize_dynamic
+
+        with torch_threads(1):
+            q = quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
+    q.eval()
+    return q
+
+
+def _tensor(X: np.ndarray) -> torch.Tensor:
+    # torch.from_numpy shares memory and warns on read-only arrays (X_test is one)
+    return torch.from_numpy(X if X.flags.writeable else X.copy())
+
+
+def _torch_fns(module: nn.Module):
+    def proba(X: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return torch.softmax(module(_tensor(X)), dim=1).numpy()
+
+    def predict(X: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(_tensor(X)).argmax(dim=1).numpy()
+
+    return proba, predict
+
+
+def _state_dict_bytes(module: nn.Module) -> bytes:
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.save(module.state_dict(), buf)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- sklearn models
+def _train_logreg(seed: int):
+    X_train, _, y_train, _ = digits_split()
+    est = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
+    return est.fit(X_train, y_train)
+
+
+def _train_forest(seed: int):
+    X_train, _, y_train, _ = digits_split()
+    est = RandomForestClassifier(n_estimators=FOREST_TREES, random_state=seed, n_jobs=1)
+    return est.fit(X_train, y_train)
+
+
+_SKLEARN_TRAINERS = {"logreg": _train_logreg, "forest": _train_forest}
+_SKLEARN_TYPES = {"logreg": "Pipeline", "forest": "RandomForestClassifier"}
+
+
+def _sklearn_n_params(name: str, est) -> int:
+    if name == "logreg":
+        clf = est[-1]
+        return int(clf.coef_.size + clf.intercept_.size)
+    return int(sum(t.tree_.node_count for t in est.estimators_))
+
+
+# --------------------------------------------------------------------------- cache paths
+def _versions() -> dict[str, str]:
+    return {"torch": torch.__version__, "sklearn": sklearn.__version__, "numpy": np.__version__}
+
+
+def cache_root() -> Path:
+    """``$ARCHLAB_CACHE``, else ``$XDG_CACHE_HOME/archlab``, else ``~/.cache/archlab``."""
+    env = os.environ.get("ARCHLAB_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "archlab"
+
+
+def cache_dir(seed: int = 0) -> Path:
+    """The folder for this seed and these library versions."""
+    key = "models-" + "-".join(f"{k}{v}" for k, v in _versions().items())
+    key = re.sub(r"[^A-Za-z0-9._-]", "_", key)
+    return cache_root() / key / f"seed{int(seed)}"
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _write_cache(folder: Path, name: str, family: str, payload: bytes, ext: str, seed: int,
+                 accuracy: float, train_seconds: float) -> None:
+    """Model file first, manifest last: a crash in between leaves no manifest,
+    hence a retrain, never a half-trusted file."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fname = f"{name}.{ext}"
+        _atomic_write(folder / fname, payload)
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "name": name,
+            "family": family,
+            "file": fname,
+            "sha256": _sha256(payload),
+            "size_bytes": len(payload),
+            "seed": seed,
+            "versions": _versions(),
+            "accuracy": accuracy,
+            "train_seconds": round(train_seconds, 4),
+            "written_by": "archlab sim.models",
+        }
+        _atomic_write(folder / f"{name}.json", json.dumps(manifest, indent=1).encode())
+    except OSError as exc:  # read-only home etc.: still usable, just not cached
+        warnings.warn(f"archlab: could not write model cache in {folder}: {exc}", RuntimeWarning)
+
+
+def _read_cache(folder: Path, name: str, family: str, seed: int) -> tuple[bytes, dict]:
+    """Return (verified file bytes, manifest) or raise."""
+    manifest = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
+    expect = {"format": MANIFEST_FORMAT, "name": name, "family": family, "seed": seed,
+              "versions": _versions()}
+    for k, v in expect.items():
+        if manifest.get(k) != v:
+            raise ValueError(f"manifest field {k!r} is {manifest.get(k)!r}, expected {v!r}")
+    fname = manifest["file"]
+    if Path(fname).name != fname:
+        raise ValueError(f"manifest names a file outside the cache folder: {fname!r}")
+    data = (folder / fname).read_bytes()
+    if _sha256(data) != manifest["sha256"]:
+        raise ValueError(f"{fname}: SHA-256 does not match the manifest; refusing to load it")
+    return data, manifest
+
+
+# --------------------------------------------------------------------------- building models
+def _accuracy(predict, X, y) -> float:
+    return float(np.mean(predict(X) == y))
+
+
+def _build_mlp(seed: int, folder: Path) -> tuple[TrainedModel, DigitsMLP]:
+    _, X_test, _, y_test = digits_split()
+    module = None
+    try:
+        data, man = _read_cache(folder, "mlp", "torch", seed)
+        state = torch.load(io.BytesIO(data), weights_only=True)
+        module = DigitsMLP()
+        module.load_state_dict(state, strict=True)
+        module.eval()
+        acc = _accuracy(_torch_fns(module)[1], X_test, y_test)
+        if abs(acc - float(man["accuracy"])) > 1e-9:
+            raise ValueError(f"cached mlp scores {acc}, manifest says {man['accuracy']}")
+        from_cache, train_s = True, float(man["train_seconds"])
+    except Exception as exc:  # noqa: BLE001 — any cache problem means "retrain"
+        _warn_retrain(folder, "mlp", exc)
+        t0 = time.perf_counter()
+        module = _train_mlp(seed)
+        train_s = time.perf_counter() - t0
+        TRAIN_COUNTS["mlp"] += 1
+        acc = _accuracy(_torch_fns(module)[1], X_test, y_test)
+        from_cache = False
+        _write_cache(folder, "mlp", "torch", _state_dict_bytes(module), "pt", seed, acc, train_s)
+    proba, predict = _torch_fns(module)
+    n_params = int(sum(p.numel() for p in module.parameters()))
+    tm = TrainedModel("mlp", "torch", acc, n_params, len(_state_dict_bytes(module)), seed,
+                      train_s, from_cache, X_test, y_test, module, proba, predict)
+    return tm, module
+
+
+def _warn_retrain(folder: Path, name: str, exc: Exception) -> None:
+    # A plain miss (no manifest yet) is the normal first run: stay quiet.
+    if isinstance(exc, FileNotFoundError) and exc.filename and str(exc.filename).endswith(f"{name}.json"):
+        return
+    warnings.warn(f"archlab: cached {name!r} in {folder} unusable ({exc}); retraining", RuntimeWarning)
+
+
+def _build_sklearn(name: str, seed: int, folder: Path) -> TrainedModel:
+    _, X_test, _, y_test = digits_split()
+    try:
+        data, man = _read_cache(folder, name, "sklearn", seed)
+        est = pickle.loads(data)  # only after the SHA-256 check above
+        if type(est).__name__ != _SKLEARN_TYPES[name]:
+            raise TypeError(f"cached {name} is a {type(est).__name__}")
+        acc = _accuracy(est.predict, X_test, y_test)
+        if abs(acc - float(man["accuracy"])) > 1e-9:
+            raise ValueError(f"cached {name} scores {acc}, manifest says {man['accuracy']}")
+        from_cache, train_s, size = True, float(man["train_seconds"]), len(data)
+    except Exception as exc:  # noqa: BLE001
+        _warn_retrain(folder, name, exc)
+        t0 = time.perf_counter()
+        with threadpool_limits(limits=1):
+            est = _SKLEARN_TRAINERS[name](seed)
+        train_s = time.perf_counter() - t0
+        TRAIN_COUNTS[name] += 1
+        acc = _accuracy(est.predict, X_test, y_test)
+        from_cache = False
+        payload = pickle.dumps(est, protocol=pickle.HIGHEST_PROTOCOL)
+        size = len(payload)
+        _write_cache(folder, name, "sklearn", payload, "pkl", seed, acc, train_s)
+    return TrainedModel(name, "sklearn", acc, _sklearn_n_params(name, est), size, seed, train_s,
+                        from_cache, X_test, y_test, est, est.predict_proba, est.predict)
+
+
+@functools.lru_cache(maxsize=None)
+def _model_in_process(name: str, seed: int, folder: str) -> TrainedModel:
+    path = Path(folder)
+    if name == "mlp":
+        return _build_mlp(seed, path)[0]
+    if name == "mlp_int8":
+        base = _model_in_process("mlp", seed, folder)
+        t0 = time.perf_counter()
+        q = _quantize(base.estimator)
+        q_s = time.perf_counter() - t0
+        proba, predict = _torch_fns(q)
+        acc = _accuracy(predict, base.X_test, base.y_test)
+        return TrainedModel("mlp_int8", "torch", acc, base.n_params, len(_state_dict_bytes(q)), seed,
+                            base.train_seconds + q_s, base.from_cache, base.X_test, base.y_test,
+                            q, proba, predict)
+    if name in _SKLEARN_TRAINERS:
+        return _build_sklearn(name, seed, path)
+    raise KeyError(f"unknown model {name!r}; choose from {MODEL_NAMES}")
+
+
+def get_model(name: str, seed: int = 0) -> TrainedModel:
+    """The trained model ``name`` (one of ``MODEL_NAMES``) for ``seed``.
+
+    Trained on first use, then served from the in-process cache and the disk
+    cache (see the module docstring). The returned object is shared: do not
+    mutate it.
+    """
+    if name not in MODEL_NAMES:
+        raise KeyError(f"unknown model {name!r}; choose from {MODEL_NAMES}")
+    if int(seed) != seed or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return _model_in_process(name, int(seed), str(cache_dir(int(seed))))
+
+
+def clear_memory_cache() -> None:
+    """Forget in-process models (the disk cache stays)."""
+    _model_in_process.cache_clear()
+
+
+# --------------------------------------------------------------------------- live measuring
+def measure_on_this_machine(name: str, seed: int = 0, batch_sizes=DEFAULT_BATCH_SIZES,
+                            repeats: int | None = None, warmup: int | None = None) -> Profile:
+    """Measure ``name``'s latency profile live on this machine (the explorer's
+    "measure on this machine" button). Trains the model first if it is not
+    cached. Defaults for repeats/warmup per model: ``DEFAULT_MEASURE``."""
+    model = get_model(name, seed)
+    r, w = DEFAULT_MEASURE[name]
+    return measure_profile(model, batch_sizes=batch_sizes,
+                           repeats=r if repeats is None else repeats,
+                           warmup=w if warmup is None else warmup)
