@@ -43,9 +43,16 @@ def _emit(obj, fmt: str):
         print(json.dumps(obj, indent=2, sort_keys=False, allow_nan=False))
 
 
+def _cell(c) -> str:
+    if c is None:
+        return ""
+    if isinstance(c, float):
+        return f"{c:,.0f}" if abs(c) >= 1e4 else f"{c:.4g}"
+    return str(c)
+
+
 def _table(rows: list[list], header: list[str]) -> str:
-    cells = [header] + [[("" if c is None else (f"{c:.4g}" if isinstance(c, float) else str(c))) for c in r]
-                        for r in rows]
+    cells = [header] + [[_cell(c) for c in r] for r in rows]
     widths = [max(len(r[k]) for r in cells) for k in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))

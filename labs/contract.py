@@ -131,6 +131,15 @@ class Sweep:
         object.__setattr__(self, "values", tuple(values))
 
 
+@dataclass(frozen=True)
+class Exercise:
+    """A "change this, predict, then run" step for notebooks and workshops."""
+
+    prompt: str
+    changes: dict
+    watch: tuple[str, str]  # (arm, metric) to predict
+
+
 @dataclass
 class Verdict:
     id: str
@@ -233,6 +242,7 @@ class Lab:
     headline: ClassVar[tuple[str, str]]  # (arm, metric) a learner predicts before seeing the run
     sweeps: ClassVar[dict[str, Sweep]] = {}  # claim id -> the sweep that shows its region
     refine_param: ClassVar[str | None] = None  # the request-budget parameter "refine" scales up
+    exercises: ClassVar[tuple[Exercise, ...]] = ()
     budget_s: ClassVar[float] = 1.0  # wall-time budget of a default run
 
     # ------------------------------------------------------------ catalogue

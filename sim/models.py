@@ -65,6 +65,7 @@ import json
 import os
 import pickle
 import re
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -119,10 +120,24 @@ MLP_BATCH = 64
 MLP_LR = 1e-3
 FOREST_TREES = 200
 
-#: Default (repeats, warmup) per model for live measurement: the forest is
-#: ~100x slower per call than the others, so it gets fewer repeats. All four
+#: What each cached file was trained with; a manifest whose recipe differs
+#: (e.g. after a code change here) is not loaded: the model is retrained.
+def _recipe(name: str) -> dict[str, Any]:
+    common = {"data": "load_digits", "split_seed": SPLIT_SEED, "test_size": TEST_SIZE}
+    if name == "mlp":
+        return {**common, "hidden": MLP_HIDDEN, "epochs": MLP_EPOCHS, "batch": MLP_BATCH,
+                "lr": MLP_LR, "optimizer": "adam"}
+    if name == "logreg":
+        return {**common, "scaler": True, "max_iter": 2000}
+    if name == "forest":
+        return {**common, "n_estimators": FOREST_TREES}
+    raise KeyError(name)
+
+
+#: Default (repeats, warmup) per model for live measurement: the forest is two
+#: orders of magnitude slower per call than the others, so it gets fewer repeats. All four
 #: together take well under 20 s on a 2-core machine.
-DEFAULT_MEASURE = {"mlp": (200, 20), "mlp_int8": (200, 20), "logreg": (200, 20), "forest": (40, 3)}
+DEFAULT_MEASURE = {"mlp": (200, 20), "mlp_int8": (200, 20), "logreg": (200, 20), "forest": (25, 2)}
 
 #: How many times each model was trained in this process (cache misses).
 TRAIN_COUNTS: collections.Counter[str] = collections.Counter()
@@ -375,6 +390,7 @@ def _write_cache(folder: Path, name: str, family: str, payload: bytes, ext: str,
             "size_bytes": len(payload),
             "seed": seed,
             "versions": _versions(),
+            "recipe": _recipe(name),
             "accuracy": accuracy,
             "train_seconds": round(train_seconds, 4),
             "written_by": "archlab sim.models",
@@ -388,7 +404,7 @@ def _read_cache(folder: Path, name: str, family: str, seed: int) -> tuple[bytes,
     """Return (verified file bytes, manifest) or raise."""
     manifest = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
     expect = {"format": MANIFEST_FORMAT, "name": name, "family": family, "seed": seed,
-              "versions": _versions()}
+              "versions": _versions(), "recipe": _recipe(name)}
     for k, v in expect.items():
         if manifest.get(k) != v:
             raise ValueError(f"manifest field {k!r} is {manifest.get(k)!r}, expected {v!r}")
@@ -469,6 +485,9 @@ def _build_sklearn(name: str, seed: int, folder: Path) -> TrainedModel:
                         from_cache, X_test, y_test, est, est.predict_proba, est.predict)
 
 
+_BUILD_LOCK = threading.RLock()
+
+
 @functools.lru_cache(maxsize=None)
 def _model_in_process(name: str, seed: int, folder: str) -> TrainedModel:
     path = Path(folder)
@@ -500,7 +519,8 @@ def get_model(name: str, seed: int = 0) -> TrainedModel:
         raise KeyError(f"unknown model {name!r}; choose from {MODEL_NAMES}")
     if int(seed) != seed or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    return _model_in_process(name, int(seed), str(cache_dir(int(seed))))
+    with _BUILD_LOCK:  # one trainer at a time (e.g. several explorer sessions)
+        return _model_in_process(name, int(seed), str(cache_dir(int(seed))))
 
 
 def clear_memory_cache() -> None:
