@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 from .catalog import CatalogError, load_catalog
-from .contract import ParamError, _json_number
+from .contract import ParamError, _json_number, fmt_number
 from .registry import built_ids, get_lab
 
 
@@ -44,11 +44,7 @@ def _emit(obj, fmt: str):
 
 
 def _cell(c) -> str:
-    if c is None:
-        return ""
-    if isinstance(c, float):
-        return f"{c:,.0f}" if abs(c) >= 1e4 else f"{c:.4g}"
-    return str(c)
+    return fmt_number(c)
 
 
 def _table(rows: list[list], header: list[str]) -> str:

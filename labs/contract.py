@@ -119,6 +119,17 @@ def _fmt(x) -> str:
     return f"{x:g}" if isinstance(x, float) else str(x)
 
 
+def fmt_number(x) -> str:
+    """A measured number for people: 4 significant digits, no exponent for large values."""
+    if x is None:
+        return ""
+    if isinstance(x, (float, np.floating)):
+        if not math.isfinite(x):
+            return "n/a"
+        return f"{x:,.0f}" if abs(x) >= 1e4 else f"{x:.4g}"
+    return str(x)
+
+
 @dataclass(frozen=True)
 class Sweep:
     """The parameter whose values show where a claim holds."""
@@ -229,7 +240,7 @@ def point_verdict(claim: ClaimSpec, metrics: dict[str, dict[str, float]]) -> Ver
         raise KeyError(f"{claim.id}: the lab did not measure {claim.arm}.{claim.metric}")
     ok = claim.check(measured)
     verdict = "holds" if ok else "fails"
-    detail = f"measured {claim.arm} {claim.metric} = {measured:.4g} (claim: {_describe(claim)})"
+    detail = f"measured {claim.arm} {claim.metric} = {fmt_number(float(measured))} (claim: {_describe(claim)})"
     return Verdict(claim.id, claim.text, verdict, detail, claim.metric, claim.arm, float(measured))
 
 
@@ -333,7 +344,7 @@ class Lab:
                 verdict, region = "fails", f"fails for every {sweep.param} tried ({_fmt_values(values)})"
             else:
                 verdict, region = "conditional", f"holds only when {sweep.param} in {_fmt_values(good)}"
-            measured = "; ".join(f"{sweep.param}={_fmt(v)}: {vd.measured:.4g}" for v, vd in outcomes)
+            measured = "; ".join(f"{sweep.param}={_fmt(v)}: {fmt_number(vd.measured)}" for v, vd in outcomes)
             verdicts.append(Verdict(claim.id, claim.text, verdict,
                                     f"{region} (claim: {_describe(claim)}; {claim.arm} {claim.metric}: {measured})",
                                     claim.metric, claim.arm, here.measured, region))

@@ -62,7 +62,9 @@ def _md(text: str) -> str:
 
 
 def _num(x) -> str:
-    return f"{x:g}" if isinstance(x, float) else str(x)
+    if isinstance(x, float):
+        return str(int(x)) if x.is_integer() and abs(x) < 1e15 else f"{x:g}"
+    return str(x)
 
 
 def _allowed(p) -> str:
@@ -206,7 +208,7 @@ naming the parameter.
 {SECTIONS["run"]}
 
 Before running it, guess the headline number: `{head_metric}` on the `{head_arm}` arm{f" (in {head_unit})" if head_unit else ""}.
-The table has one column per arm; a blank (`NaN`) means the arm does not measure that metric.
+The table has one column per arm; `NaN` means the arm does not measure that metric.
 """)
     c.code("run", """
 result = lab.run(seed=SEED)

@@ -1,0 +1,281 @@
+"""Helpers for the Streamlit explorer (``app.py``) that need no Streamlit.
+
+The explorer is a renderer: metrics, intervals and verdicts come from
+``Lab.run``/``Lab.check``. This module only turns the contract's objects into
+what a page shows: which widget a ``Param`` becomes, which URL settings are
+refused (with the contract's own message), how a number and its confidence
+band read, how far a learner's prediction was from the run, and the home
+page's topics x questions map. Everything here is a pure function, so it is
+tested without a browser.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import pandas as pd
+
+from .catalog import Catalog, Question
+from .contract import Param, ParamError, Verdict
+
+SEED = Param("seed", 0, 0, 2**31 - 1, help="random seed; the same seed gives the same run")
+VERDICT_ICON = {"holds": "✅", "fails": "❌", "conditional": "🟡"}
+DIFFICULTY_ICON = {"foundational": "●○○", "intermediate": "●●○", "advanced": "●●●"}
+_MAX_SLIDER_STEPS = 2000  # more positions than this and a slider is too coarse to aim with
+_MAX_SLIDER_RATIO = 1000  # high / low beyond this spans decades: a typed number reads better
+
+
+# --------------------------------------------------------------------------- widgets
+@dataclass(frozen=True)
+class WidgetSpec:
+    """How one Param is shown: kind is slider, number, select or checkbox."""
+
+    kind: str
+    label: str
+    help: str
+    value: Any
+    min: float | int | None = None
+    max: float | int | None = None
+    step: float | int | None = None
+    format: str | None = None
+    options: tuple = ()
+
+
+def _nice_step(p: Param) -> float:
+    """A float step fine enough for the range, the low bound and the default (a power of ten)."""
+    candidates = []
+    if p.low is not None and p.high is not None and p.high > p.low:
+        candidates.append(10 ** math.floor(math.log10((p.high - p.low) / 100)))
+    if p.low not in (None, 0):
+        candidates.append(10 ** math.floor(math.log10(abs(p.low))))
+    if p.default != 0:
+        candidates.append(10 ** math.floor(math.log10(abs(p.default))) / 10)
+    return min(candidates) if candidates else 0.01
+
+
+def _decimals(step: float) -> int:
+    return max(0, -math.floor(math.log10(step))) if step < 1 else 0
+
+
+def widget_spec(p: Param) -> WidgetSpec:
+    """The widget a parameter becomes, with its range and step, all taken from the Param."""
+    unit = f" ({p.unit})" if p.unit else ""
+    label = f"{p.name}{unit}"
+    help_text = f"{p.help}. Allowed: {p.allowed()}." if p.help else f"Allowed: {p.allowed()}."
+    if p.choices is not None:
+        return WidgetSpec("select", label, help_text, p.default, options=p.choices)
+    if p.kind is bool:
+        return WidgetSpec("checkbox", label, help_text, p.default)
+    if p.kind is int:
+        step = int(p.step) if p.step else 1
+        fmt = None
+    else:
+        step = float(p.step) if p.step else float(_nice_step(p))
+        fmt = f"%.{_decimals(step)}f"
+    lo, hi = p.low, p.high
+    kind = "number"
+    if lo is not None and hi is not None:
+        steps = (hi - lo) / step
+        ratio = hi / max(lo, step) if lo >= 0 else 0
+        if steps <= _MAX_SLIDER_STEPS and ratio <= _MAX_SLIDER_RATIO:
+            kind = "slider"
+    cast = int if p.kind is int else float
+    return WidgetSpec(kind, label, help_text, cast(p.default),
+                      min=None if lo is None else cast(lo), max=None if hi is None else cast(hi),
+                      step=step, format=fmt)
+
+
+def refined_value(p: Param, current) -> int:
+    """The request budget of a refine run: four times the current one, never above the Param's high."""
+    value = int(current) * 4
+    if p.high is not None:
+        value = min(value, int(p.high))
+    return value
+
+
+# --------------------------------------------------------------------------- URL settings
+@dataclass(frozen=True)
+class UrlReading:
+    """What a page's query string asks for: accepted values and one message per refused setting."""
+
+    values: dict
+    problems: dict  # name -> message
+
+
+def read_query(params: Sequence[Param], query: Mapping[str, str], extra: Sequence[Param] = (SEED,)) -> UrlReading:
+    """Validate URL settings with the contract's ``Param.parse``.
+
+    A refused value falls back to the parameter's default; an unknown name is
+    reported and ignored. Messages name the parameter and what it accepts.
+    """
+    known = {p.name: p for p in (*params, *extra)}
+    values, problems = {}, {}
+    for name, text in query.items():
+        p = known.get(name)
+        if p is None:
+            problems[name] = (f"The link sets `{name}`, which this lab does not have, so it is ignored. "
+                              f"Settings here: {', '.join(f'`{n}`' for n in known)}.")
+            continue
+        try:
+            values[name] = p.parse(text)
+        except ParamError as e:
+            values[name] = p.default
+            problems[name] = f"{e}. Using the default, {p.default}, instead."
+    return UrlReading(values, problems)
+
+
+def params_key(values: Mapping[str, Any]) -> tuple:
+    """A hashable, order-free key for a parameter setting (for caches and session state)."""
+    return tuple(sorted(values.items()))
+
+
+def query_string(values: Mapping[str, Any], defaults: Mapping[str, Any]) -> str:
+    """The query string that reproduces a setting: only values that differ from the default."""
+    parts = [f"{k}={_url_text(v)}" for k, v in values.items() if defaults.get(k) != v]
+    return "?" + "&".join(parts) if parts else ""
+
+
+def _url_text(v) -> str:
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+# --------------------------------------------------------------------------- numbers
+def fmt_number(v, unit: str = "") -> str:
+    """Four significant figures, thousands separated; NaN and None read as 'n/a'."""
+    if v is None:
+        return "n/a"
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    if not math.isfinite(x):
+        return "n/a"
+    text = f"{x:,.0f}" if abs(x) >= 1e4 else f"{x:.4g}"
+    return f"{text} {unit}".rstrip() if unit else text
+
+
+def fmt_with_ci(v, interval: tuple | None, unit: str = "") -> str:
+    """'312 ms (95% CI 280–350)', or just the value when the run has no interval for it."""
+    text = fmt_number(v, unit)
+    if interval is None or text == "n/a":
+        return text
+    lo, hi = interval
+    if lo is None or hi is None or not (math.isfinite(float(lo)) and math.isfinite(float(hi))):
+        return text
+    return f"{text} (95% CI {fmt_number(lo)}–{fmt_number(hi)})"
+
+
+def is_percentile(metric_key: str) -> bool:
+    """p50_ms, p99_open_ms, ...: metrics that deserve a confidence band."""
+    head = metric_key.split("_", 1)[0]
+    return len(head) > 1 and head[0] == "p" and head[1:].isdigit()
+
+
+def met_text(met) -> str:
+    return {True: "✅ met", False: "❌ not met"}.get(met, "— no numeric target")
+
+
+def metric_rows(table: pd.DataFrame, units: Mapping[str, str]) -> pd.DataFrame:
+    """The contract's metric table made readable: value with its band next to the target."""
+    rows = []
+    for r in table.itertuples(index=False):
+        iv = None if pd.isna(r.ci_low) or pd.isna(r.ci_high) else (r.ci_low, r.ci_high)
+        shown = fmt_with_ci(r.measured, iv, units.get(r.key, ""))
+        if iv is None and is_percentile(r.key) and shown != "n/a":
+            shown += " (no CI: too few requests)"
+        rows.append({"metric": r.metric, "arm": r.arm, "measured": shown, "target": r.target,
+                     "met?": met_text(r.met), "formula": r.formula})
+    return pd.DataFrame(rows, columns=["metric", "arm", "measured", "target", "met?", "formula"])
+
+
+def all_measurements(metrics: Mapping[str, Mapping[str, float]],
+                     intervals: Mapping[str, Mapping[str, tuple]]) -> pd.DataFrame:
+    """Every number a run measured, per arm, with its interval when the run gives one."""
+    rows = []
+    for arm, values in metrics.items():
+        for key, v in values.items():
+            rows.append({"arm": arm, "metric": key, "value": fmt_with_ci(v, intervals.get(arm, {}).get(key))})
+    return pd.DataFrame(rows, columns=["arm", "metric", "value"])
+
+
+# --------------------------------------------------------------------------- predict first
+@dataclass(frozen=True)
+class PredictionCheck:
+    predicted: float
+    measured: float
+    difference: float  # predicted - measured
+    relative: float | None  # difference / |measured|; None when measured is 0 or not finite
+    inside_ci: bool | None  # None when the run has no interval for the headline
+
+    def sentence(self, unit: str = "") -> str:
+        if not math.isfinite(self.measured):
+            return f"You predicted {fmt_number(self.predicted, unit)}; this run has no value for it."
+        direction = "high" if self.difference > 0 else "low"
+        if self.difference == 0:
+            off = "exactly right"
+        elif self.relative is None:
+            off = f"{fmt_number(abs(self.difference), unit)} too {direction}"
+        else:
+            off = f"{fmt_number(abs(self.difference), unit)} too {direction} ({abs(self.relative):.0%} of the measured value)"
+        text = f"You predicted {fmt_number(self.predicted, unit)}; the run measured {fmt_number(self.measured, unit)}: {off}."
+        if self.inside_ci is True:
+            text += " Your guess is inside the run's 95% confidence interval: as good as this run can tell."
+        elif self.inside_ci is False:
+            text += " Your guess is outside the run's 95% confidence interval."
+        return text
+
+
+def check_prediction(predicted: float, measured: float, interval: tuple | None) -> PredictionCheck:
+    predicted, measured = float(predicted), float(measured)
+    diff = predicted - measured
+    rel = diff / abs(measured) if math.isfinite(measured) and measured != 0 else None
+    inside = None
+    if interval is not None and all(x is not None and math.isfinite(float(x)) for x in interval):
+        inside = bool(float(interval[0]) <= predicted <= float(interval[1]))
+    return PredictionCheck(predicted, measured, diff, rel, inside)
+
+
+# --------------------------------------------------------------------------- claims and the home map
+def verdict_counts(claims: Iterable[Verdict]) -> dict[str, int]:
+    counts = {"holds": 0, "fails": 0, "conditional": 0}
+    for v in claims:
+        counts[v.verdict] = counts.get(v.verdict, 0) + 1
+    return counts
+
+
+def glance(counts: Mapping[str, int] | None) -> str:
+    """'✅ 3 ❌ 2' from verdict counts; an empty string when there are none."""
+    if not counts:
+        return ""
+    return " ".join(f"{VERDICT_ICON[k]} {n}" for k, n in counts.items() if n and k in VERDICT_ICON)
+
+
+def home_map(catalog: Catalog, built: Iterable[str],
+             verdicts: Mapping[str, Mapping[str, int] | str] | None = None) -> pd.DataFrame:
+    """Topics x questions: one row per topic, one column per slot (1..5), a dict per cell.
+
+    ``verdicts`` maps a built lab's id to its verdict counts from the default run
+    (or to an error message if that run failed).
+    """
+    built = set(built)
+    verdicts = verdicts or {}
+    rows = {}
+    for topic, questions in catalog.by_topic().items():
+        cells = []
+        for q in sorted(questions, key=lambda q: q.number):
+            v = verdicts.get(q.id)
+            cells.append({"id": q.id, "number": q.number, "title": q.title, "difficulty": q.difficulty,
+                          "built": q.id in built,
+                          "glance": v if isinstance(v, str) else glance(v) if q.id in built else ""})
+        rows[topic.name] = cells
+    width = max(len(c) for c in rows.values())
+    return pd.DataFrame.from_dict(rows, orient="index", columns=[f"{k + 1}" for k in range(width)])
+
+
+def page_title(q: Question) -> str:
+    return f"Q{q.number:02d} · {q.title}"

@@ -1,0 +1,226 @@
+"""DNS failover between regions: Route 53-style health checks and resolver caches with a TTL.
+
+Reference semantics (Amazon Route 53 Developer Guide, "How Amazon Route 53
+determines whether a health check is healthy", and the ``HealthCheckConfig``
+API; see ArchLab REFERENCES.md section 13):
+
+* Health checkers in several locations probe an endpoint every
+  ``request_interval`` seconds (Route 53 allows 10 or 30, default 30). The
+  checkers do not coordinate, so each runs at its own phase.
+* Each checker changes its view of the endpoint after ``failure_threshold``
+  consecutive probes disagree with it (1-10, default 3); the same count
+  applies in both directions (healthy -> unhealthy and back).
+* Route 53 considers the endpoint healthy when **more than 18%** of the
+  checkers report it healthy.
+* A probe's verdict arrives ``result_delay`` seconds after it is sent: 0 for a
+  refused connection or an error status, up to the 4 s connect limit (+2 s to
+  first byte) for an endpoint that does not answer.
+* Latency-based routing answers with the healthy record of lowest latency
+  for the querying area; when no record is healthy, Route 53 treats them all
+  as healthy (it must answer something).
+
+DNS caching (RFC 1035/2181 TTL semantics): a recursive resolver keeps an answer
+for ``ttl`` seconds. Every client sits behind one resolver. A resolver that
+serves many clients is queried continuously, so it re-fetches as soon as its
+entry expires: it refreshes at ``phase + k * ttl`` with its own ``phase`` in
+[0, ttl). A request at time t therefore uses the answer the authoritative
+server gave at the resolver's last refresh at or before t, and a resolver
+that still holds the failed region's address keeps sending its clients there
+until its next refresh. ``ttl = 0`` means every request resolves afresh.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .components import FaultSchedule
+
+ROUTE53_REQUEST_INTERVALS = (10, 30)
+
+
+@dataclass(frozen=True)
+class HealthCheckConfig:
+    """Route 53 health-check settings (names in snake_case; defaults are Route 53's)."""
+
+    request_interval: float = 30.0
+    failure_threshold: int = 3
+    checkers: int = 8  # one per default health-checker region (us-east-1 ... sa-east-1)
+    healthy_threshold_pct: float = 18.0  # healthy when MORE than this share of checkers say healthy
+    result_delay: float = 0.0
+
+    def __post_init__(self):
+        if not self.request_interval > 0:
+            raise ValueError(f"request_interval must be > 0 s, got {self.request_interval!r}")
+        if int(self.failure_threshold) != self.failure_threshold or not 1 <= self.failure_threshold <= 10:
+            raise ValueError(f"failure_threshold must be an integer in [1, 10], got {self.failure_threshold!r}")
+        if int(self.checkers) != self.checkers or self.checkers < 1:
+            raise ValueError(f"checkers must be a positive integer, got {self.checkers!r}")
+        if not 0 <= self.healthy_threshold_pct < 100:
+            raise ValueError(f"healthy_threshold_pct must be in [0, 100), got {self.healthy_threshold_pct!r}")
+        if not 0 <= self.result_delay < self.request_interval:
+            raise ValueError(f"result_delay must be in [0, request_interval), got {self.result_delay!r}")
+
+    @property
+    def min_healthy_checkers(self) -> int:
+        """Fewest checkers reporting healthy for Route 53 to call the endpoint healthy."""
+        return int(np.floor(self.checkers * self.healthy_threshold_pct / 100)) + 1
+
+
+@dataclass(frozen=True)
+class HealthTimeline:
+    """Route 53's aggregated view of one endpoint: healthy from ``times[k]`` while ``healthy[k]``.
+
+    Starts healthy at time 0; ``checker_changes`` keeps each checker's own (time, healthy) flips.
+    """
+
+    times: np.ndarray
+    healthy: np.ndarray
+    checker_changes: tuple[tuple[tuple[float, bool], ...], ...] = ()
+
+    @classmethod
+    def always_healthy(cls) -> "HealthTimeline":
+        return cls(np.array([0.0]), np.array([True]))
+
+    def healthy_at(self, t):
+        """Vectorised status at time(s) t (a change at t already applies at t)."""
+        k = np.searchsorted(self.times, t, side="right") - 1
+        return self.healthy[np.clip(k, 0, None)]
+
+    def first_change_after(self, t: float, to_healthy: bool) -> float:
+        """Time of the first change to ``to_healthy`` at or after t (nan if none)."""
+        hit = (self.times >= t) & (self.healthy == to_healthy)
+        return float(self.times[hit][0]) if hit.any() else float("nan")
+
+
+def _checker_flips(config: HealthCheckConfig, faults: FaultSchedule, phase: float,
+                   horizon: float) -> list[tuple[float, bool]]:
+    """One checker: probes at phase + k*interval, flips after failure_threshold disagreeing verdicts."""
+    status, run, flips = True, 0, []
+    for t in np.arange(phase, horizon, config.request_interval):
+        ok = faults.mode_at(float(t)) is None
+        if ok == status:
+            run = 0
+            continue
+        run += 1
+        if run >= config.failure_threshold:
+            status, run = ok, 0
+            flips.append((float(t) + config.result_delay, status))
+    return flips
+
+
+def simulate_health_checks(config: HealthCheckConfig, faults: FaultSchedule, horizon: float,
+                           phases: Sequence[float]) -> HealthTimeline:
+    """Run every checker over [0, horizon) and aggregate with the more-than-18% rule.
+
+    ``phases`` (seconds, one per checker, each in [0, request_interval)) are the
+    offsets of the uncoordinated checkers' first probes; draw them from a seeded
+    stream as ``u * request_interval`` so settings can be compared on common numbers.
+    """
+    phases = np.asarray(phases, dtype=float)
+    if phases.shape != (config.checkers,):
+        raise ValueError(f"need one phase per checker ({config.checkers}), got shape {phases.shape}")
+    if np.any((phases < 0) | (phases >= config.request_interval)):
+        raise ValueError("checker phases must lie in [0, request_interval)")
+    per_checker = tuple(tuple(_checker_flips(config, faults, p, horizon)) for p in phases)
+    events = sorted((t, h) for flips in per_checker for t, h in flips)
+    n_healthy, status = config.checkers, True
+    times, healthy = [0.0], [True]
+    for t, h in events:
+        n_healthy += 1 if h else -1
+        now = n_healthy >= config.min_healthy_checkers
+        if now != status:
+            status = now
+            if times[-1] == t:
+                healthy[-1] = now
+            else:
+                times.append(t)
+                healthy.append(now)
+    return HealthTimeline(np.array(times), np.array(healthy, dtype=bool), per_checker)
+
+
+# ---------------------------------------------------------------- resolver caches
+@dataclass(frozen=True)
+class ResolverCaches:
+    """Busy recursive resolvers that refresh one name every ``ttl`` seconds at their own phase."""
+
+    phases: np.ndarray  # seconds, one per resolver, in [0, ttl) (ignored when ttl == 0)
+    ttl: float
+
+    def __post_init__(self):
+        if self.ttl < 0:
+            raise ValueError(f"ttl must be >= 0, got {self.ttl!r}")
+        object.__setattr__(self, "phases", np.asarray(self.phases, dtype=float))
+
+    @classmethod
+    def from_uniforms(cls, u: np.ndarray, ttl: float) -> "ResolverCaches":
+        """Phases u * ttl from uniforms u in [0, 1) (the same u give comparable runs across TTLs)."""
+        return cls(np.asarray(u, dtype=float) * ttl, ttl)
+
+    def last_refresh(self, resolver, t):
+        """When the answer resolver(s) use at time(s) t was fetched (<= t)."""
+        t = np.asarray(t, dtype=float)
+        if self.ttl == 0:
+            return t
+        ph = self.phases[resolver]
+        return ph + np.floor((t - ph) / self.ttl) * self.ttl
+
+    def next_refresh(self, resolver, t):
+        """First refresh at or after time(s) t: when a change made at t reaches the resolver."""
+        t = np.asarray(t, dtype=float)
+        if self.ttl == 0:
+            return np.broadcast_to(t, np.shape(self.phases[resolver])).astype(float)
+        ph = self.phases[resolver]
+        return ph + np.ceil((t - ph) / self.ttl) * self.ttl
+
+
+# ---------------------------------------------------------------- authoritative answers
+def latency_routing(rtt_ms: np.ndarray, deployed: Sequence[int], healthy: np.ndarray) -> np.ndarray:
+    """Route 53 latency-based routing: per area (row), the healthy deployed region of lowest RTT.
+
+    ``healthy`` is a boolean per *column* of ``rtt_ms``; if no deployed region is
+    healthy, all deployed regions are treated as healthy.
+    """
+    deployed = np.asarray(deployed, dtype=int)
+    ok = np.asarray(healthy, dtype=bool)[deployed]
+    usable = deployed[ok] if ok.any() else deployed
+    return usable[np.argmin(rtt_ms[:, usable], axis=1)]
+
+
+@dataclass(frozen=True)
+class AnswerSchedule:
+    """The authoritative DNS answer per user area over time: ``answers[k]`` from ``times[k]``."""
+
+    times: np.ndarray
+    answers: np.ndarray  # (len(times), areas) region indices
+
+    def at(self, t, area):
+        k = np.clip(np.searchsorted(self.times, t, side="right") - 1, 0, None)
+        return self.answers[k, area]
+
+
+def answer_schedule(health: dict[int, HealthTimeline], n_regions: int,
+                    policy: Callable[[np.ndarray], np.ndarray]) -> AnswerSchedule:
+    """Evaluate ``policy(healthy mask over regions) -> region per area`` at every health change."""
+    times = np.unique(np.concatenate([[0.0]] + [h.times for h in health.values()]))
+    rows = []
+    for t in times:
+        mask = np.ones(n_regions, dtype=bool)
+        for r, h in health.items():
+            mask[r] = bool(h.healthy_at(t))
+        rows.append(policy(mask))
+    return AnswerSchedule(times, np.array(rows, dtype=int))
+
+
+def weighted_quantile(values, weights, q: float) -> float:
+    """The q-quantile (0..1) of ``values`` where each carries ``weights`` (inverted CDF; nan if empty)."""
+    v = np.asarray(values, dtype=float)
+    w = np.asarray(weights, dtype=float)
+    keep = np.isfinite(v) & (w > 0)
+    v, w = v[keep], w[keep]
+    if v.size == 0:
+        return float("nan")
+    order = np.argsort(v, kind="stable")
+    cum = np.cumsum(w[order]) / w.sum()
+    return float(v[order][np.searchsorted(cum, q - 1e-12)])

@@ -1,0 +1,73 @@
+"""Q8 lab: behaviour the model must show, beyond the generic contract."""
+import math
+
+import numpy as np
+import pytest
+
+from labs import get_lab
+from labs.contract import ParamError
+
+LAB = get_lab("q08")
+SMALL = dict(requests=3000, rate_rps=20.0, outage_start_s=30.0, outage_duration_s=90.0)
+
+
+def run(**kw):
+    return LAB.run(seed=5, **{**SMALL, **kw})
+
+
+def test_arms_are_identical_when_the_breaker_never_opens():
+    # an outage too short to reach the minimum number of calls: the breaker stays closed,
+    # and common random numbers make both arms see exactly the same requests
+    r = run(outage_duration_s=1.0, client_timeout_s=0.5, minimum_number_of_calls=1000)
+    assert r.metrics["pattern"]["open_episodes"] == 0
+    for key in ("p99_all_ms", "availability_pct", "wasted_caller_s"):
+        assert r.metrics["baseline"][key] == pytest.approx(r.metrics["pattern"][key], rel=1e-12)
+
+
+def test_breaker_saves_caller_time_during_a_hang():
+    r = run(outage_mode="hang", client_timeout_s=5.0)
+    b, p = r.metrics["baseline"], r.metrics["pattern"]
+    assert p["wasted_caller_s"] < 0.5 * b["wasted_caller_s"]
+    assert p["p99_open_ms"] < 50  # while open, callers get the cached answer at once
+    # savings follow from the wasted time, not the other way round
+    assert r.metrics["comparison"]["resource_savings_pct"] == pytest.approx(
+        100 * (1 - p["wasted_caller_s"] / b["wasted_caller_s"]))
+
+
+def test_hang_is_only_detected_after_the_client_timeout():
+    # resilience4j records a call when it completes: a hung call counts only at its timeout
+    for timeout in (2.0, 8.0):
+        r = run(outage_mode="hang", client_timeout_s=timeout)
+        assert r.metrics["pattern"]["time_to_open_s"] >= timeout
+
+
+def test_opening_rate_and_cooldown_follow_the_settings():
+    r = run(outage_mode="error", wait_duration_in_open_state=12.0, failure_rate_threshold=40.0)
+    p = r.metrics["pattern"]
+    assert p["error_rate_threshold_pct"] >= 40.0
+    assert 12.0 <= p["wait_duration_in_open_state_s"] < 13.0  # first call strictly after the wait
+    assert p["recovery_time_s"] >= 0
+
+
+def test_resilience4j_defaults_never_open_at_low_traffic():
+    # 100-call minimum in a 100-call count window: at 1 req/s a 20 s outage fails 20 of 100 calls
+    r = LAB.run(seed=1, requests=1000, rate_rps=1.0, outage_start_s=200.0, outage_duration_s=20.0,
+                outage_mode="error", sliding_window_type="COUNT_BASED", sliding_window_size=100,
+                minimum_number_of_calls=100)
+    assert r.metrics["pattern"]["open_episodes"] == 0
+    assert math.isnan(r.metrics["pattern"]["time_to_open_s"])
+
+
+def test_outage_must_fit_the_window():
+    with pytest.raises(ParamError, match="outage_duration_s"):
+        LAB.run(seed=0, requests=1000, rate_rps=10.0, outage_start_s=50.0, outage_duration_s=80.0)
+    with pytest.raises(ParamError, match="outage_start_s"):
+        LAB.run(seed=0, requests=1000, rate_rps=10.0, outage_start_s=200.0)
+
+
+def test_latency_series_covers_both_arms_and_the_state_timeline_starts_closed():
+    r = run()
+    assert set(r.series["latency"]["arm"]) == {"baseline", "pattern"}
+    states = r.series["breaker_state"]
+    assert states["state"].iloc[0] == "CLOSED"
+    assert np.all(np.diff(states["time_s"]) >= 0)
