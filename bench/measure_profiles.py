@@ -3,6 +3,7 @@
     python3 bench/measure_profiles.py                 # all four models
     python3 bench/measure_profiles.py mlp mlp_int8    # some of them
     python3 bench/measure_profiles.py --out /tmp/p    # somewhere else
+    python3 bench/measure_profiles.py --wait-quiet 600  # wait for a quiet machine
 
 Trains the models first if they are not in the model cache (see sim.models),
 then times them with sim.profiles.measure_profile (single-threaded, warm-up
@@ -14,6 +15,7 @@ every lab.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,6 +31,18 @@ from sim.profiles import (  # noqa: E402
 )
 
 
+def _wait_quiet(max_wait: float, max_load: float) -> None:
+    deadline = time.monotonic() + max_wait
+    while True:
+        load = os.getloadavg()[0]
+        if load < max_load:
+            return
+        if time.monotonic() >= deadline:
+            print(f"          machine still busy (load {load:.2f}); measuring anyway", flush=True)
+            return
+        time.sleep(5)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="*", help=f"any of {', '.join(MODEL_NAMES)} (default: all)")
@@ -36,6 +50,10 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=None, help="override the per-model default")
     ap.add_argument("--warmup", type=int, default=None)
+    ap.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
+                    help="before each model, wait up to SECONDS for the 1-minute load "
+                         "average to drop below --max-load (default: don't wait)")
+    ap.add_argument("--max-load", type=float, default=0.7)
     args = ap.parse_args(argv)
     args.models = args.models or list(MODEL_NAMES)
     unknown = sorted(set(args.models) - set(MODEL_NAMES))
@@ -50,6 +68,8 @@ def main(argv=None) -> int:
         r, w = DEFAULT_MEASURE[name]
         repeats = min(args.repeats or r, MAX_SAMPLES_PER_BATCH)
         warmup = w if args.warmup is None else args.warmup
+        if args.wait_quiet > 0:
+            _wait_quiet(args.wait_quiet, args.max_load)
         t0 = time.perf_counter()
         prof = measure_profile(model, DEFAULT_BATCH_SIZES, repeats=repeats, warmup=warmup)
         t_measure = time.perf_counter() - t0
@@ -57,9 +77,10 @@ def main(argv=None) -> int:
         prof.provenance["generated_by"] = "bench/measure_profiles.py"
         path = args.out / f"{name}.json"
         prof.to_json(path)
+        load = prof.provenance.get("loadavg_1m_before")
         meds = "  ".join(f"b{b}={prof.median(b) * 1e6:.0f}" for b in prof.batch_sizes)
         print(f"{name:9s} acc={prof.accuracy:.4f} model {t_model:.2f}s measure {t_measure:.2f}s "
-              f"({'cached' if model.from_cache else 'trained'}) medians us: {meds}")
+              f"({'cached' if model.from_cache else 'trained'}, load {load}) medians us: {meds}")
         print(f"          -> {path} ({path.stat().st_size / 1024:.0f} KiB)")
     print(f"total {time.perf_counter() - t_all:.1f}s")
     return 0

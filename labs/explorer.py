@@ -176,6 +176,14 @@ def is_percentile(metric_key: str) -> bool:
     return len(head) > 1 and head[0] == "p" and head[1:].isdigit()
 
 
+def unit_from_key(metric_key: str) -> str:
+    """A unit read off a metric key's suffix (p99_ms -> ms) for metrics outside the catalogue."""
+    for suffix, unit in (("_ms", "ms"), ("_s", "s"), ("_pct", "%"), ("_rps", "req/s"), ("_x", "×")):
+        if metric_key.endswith(suffix):
+            return unit
+    return ""
+
+
 def met_text(met) -> str:
     return {True: "✅ met", False: "❌ not met"}.get(met, "— no numeric target")
 

@@ -361,29 +361,38 @@ def notebook_path(lab_id: str) -> Path:
 
 
 # --------------------------------------------------------------------------- executing
-def _kernel_manager():
-    """A kernel manager for this interpreter, whatever kernelspecs are (or are not) installed.
+def _kernel_manager_class():
+    """A kernel manager class for this interpreter, whatever kernelspecs are (or are not) installed.
 
     Like ``nbval --nbval-current-env``: the kernel is ``sys.executable -m ipykernel_launcher``,
-    so the notebooks are executed by the environment that has ArchLab installed.
+    so notebooks are executed by the environment that has ArchLab installed, never by whatever
+    ``python`` an installed ``python3`` kernelspec happens to find on the PATH.
     """
     import ipykernel.kernelspec
     from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
     from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
 
     class CurrentEnvSpecs(KernelSpecManager):
         def get_kernel_spec(self, kernel_name):
             return KernelSpec(resource_dir=ipykernel.kernelspec.RESOURCES, **ipykernel.kernelspec.get_kernel_dict())
 
-    return AsyncKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=CurrentEnvSpecs())
+    class CurrentEnvKernelManager(AsyncKernelManager):
+        @default("kernel_spec_manager")
+        def _current_env_specs(self):
+            return CurrentEnvSpecs(data_dir=self.data_dir)
+
+    return CurrentEnvKernelManager
 
 
 def execute(nb, cwd: Path = NOTEBOOK_DIR):
-    """Execute a notebook in place (cells in order, one fresh kernel)."""
+    """Execute a notebook in place: cells in order, in one fresh kernel that is shut down afterwards."""
     from nbconvert.preprocessors import ExecutePreprocessor
 
-    ep = ExecutePreprocessor(timeout=TIMEOUT_S, kernel_name=KERNEL_NAME, record_timing=False)
-    ep.preprocess(nb, {"metadata": {"path": str(cwd)}}, km=_kernel_manager())
+    ep = ExecutePreprocessor(timeout=TIMEOUT_S, kernel_name=KERNEL_NAME, record_timing=False,
+                             kernel_manager_class=_kernel_manager_class(),
+                             extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no transport chatter
+    ep.preprocess(nb, {"metadata": {"path": str(cwd)}})
     return nb
 
 

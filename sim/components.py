@@ -133,15 +133,33 @@ def profile_arrivals(rng: np.random.Generator, knots: Sequence[float], rates: Se
     if t.shape != r.shape or t.size < 2 or np.any(np.diff(t) < 0) or np.any(r < 0):
         raise ValueError("knots must be non-decreasing, one non-negative rate per knot")
     grid = np.union1d(np.linspace(0.0, horizon, 4097), t[(t >= 0) & (t <= horizon)])
-    # rate on the grid; at a repeated knot take the right-hand value
-    rate_grid = np.interp(grid, t, r, left=r[0], right=r[-1])
-    cum = np.concatenate([[0.0], np.cumsum(np.diff(grid) * (rate_grid[1:] + rate_grid[:-1]) / 2)])
+    # Every knot is a grid point, so the rate is linear inside each cell and the
+    # trapezoid is exact if a cell takes the rate's right-hand limit at its left
+    # end and its left-hand limit at its right end (they differ at a step; one
+    # value for both smeared half the jump into the cell before the step).
+    right = _piecewise_linear(grid[:-1], t, r, "right")
+    left = _piecewise_linear(grid[1:], t, r, "left")
+    cum = np.concatenate([[0.0], np.cumsum(np.diff(grid) * (right + left) / 2)])
     total = cum[-1]
     if total <= 0:
         return np.empty(0)
     n = rng.poisson(total)
     unit = np.sort(rng.uniform(0.0, total, n))
     return np.interp(unit, cum, grid)
+
+
+def _piecewise_linear(x: np.ndarray, t: np.ndarray, r: np.ndarray, side: str) -> np.ndarray:
+    """The profile through (t, r) at ``x``, constant beyond the end knots.
+
+    At a repeated knot (a step) ``side="right"`` gives the right-hand limit
+    (the new rate) and ``side="left"`` the left-hand limit (the old rate).
+    """
+    k = np.clip(np.searchsorted(t, x, side=side) - 1, 0, t.size - 2)
+    t0, t1, r0, r1 = t[k], t[k + 1], r[k], r[k + 1]
+    span = t1 - t0
+    frac = np.clip(np.divide(x - t0, span, out=np.zeros_like(x), where=span > 0), 0.0, 1.0)
+    out = r0 + (r1 - r0) * frac
+    return np.where(x < t[0], r[0], np.where(x > t[-1], r[-1], out))
 
 
 def step_arrivals(rng, before: float, after: float, at: float, horizon: float) -> np.ndarray:
@@ -197,6 +215,9 @@ class FaultSchedule:
 
     def __init__(self, outages: Iterable[Outage] = ()):
         self.outages = tuple(sorted(outages, key=lambda o: o.start))
+        for a, b in zip(self.outages, self.outages[1:]):
+            if b.start < a.end:  # mode_at looks only at the last window starting at or before t
+                raise ValueError(f"outages overlap: {a} and {b}")
         self._starts = [o.start for o in self.outages]
 
     def mode_at(self, t: float) -> str | None:

@@ -60,7 +60,7 @@ class Deterministic(Distribution):
     value: float
 
     def __post_init__(self):
-        if self.value < 0:
+        if not self.value >= 0:  # also rejects NaN
             raise ValueError(f"value must be >= 0, got {self.value!r}")
 
     @property

@@ -16,8 +16,11 @@ API; see ArchLab REFERENCES.md section 13):
   refused connection or an error status, up to the 4 s connect limit (+2 s to
   first byte) for an endpoint that does not answer.
 * Latency-based routing answers with the healthy record of lowest latency
-  for the querying area; when no record is healthy, Route 53 treats them all
-  as healthy (it must answer something).
+  for the querying area. Health is the status last computed by the checkers
+  (nothing is probed when a query arrives), and when no record in the group is
+  healthy Route 53 treats them all as healthy, since it must answer something
+  ("How Amazon Route 53 chooses records when health checking is configured";
+  read in its zh_CN translation).
 
 DNS caching (RFC 1035/2181 TTL semantics): a recursive resolver keeps an answer
 for ``ttl`` seconds. Every client sits behind one resolver. A resolver that
@@ -38,6 +41,7 @@ import numpy as np
 from .components import FaultSchedule
 
 ROUTE53_REQUEST_INTERVALS = (10, 30)
+_EPS = 1e-9  # in TTL units: a time within float error of a refresh instant counts as that instant
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,8 @@ class HealthCheckConfig:
     @property
     def min_healthy_checkers(self) -> int:
         """Fewest checkers reporting healthy for Route 53 to call the endpoint healthy."""
-        return int(np.floor(self.checkers * self.healthy_threshold_pct / 100)) + 1
+        # n healthy checkers suffice when n / checkers > pct / 100 (the 1e-9 absorbs float error at equality)
+        return int(np.floor(self.checkers * self.healthy_threshold_pct / 100 + 1e-9)) + 1
 
 
 @dataclass(frozen=True)
@@ -164,7 +169,7 @@ class ResolverCaches:
         if self.ttl == 0:
             return t
         ph = self.phases[resolver]
-        return ph + np.floor((t - ph) / self.ttl) * self.ttl
+        return ph + np.floor((t - ph) / self.ttl + _EPS) * self.ttl
 
     def next_refresh(self, resolver, t):
         """First refresh at or after time(s) t: when a change made at t reaches the resolver."""
@@ -172,7 +177,7 @@ class ResolverCaches:
         if self.ttl == 0:
             return np.broadcast_to(t, np.shape(self.phases[resolver])).astype(float)
         ph = self.phases[resolver]
-        return ph + np.ceil((t - ph) / self.ttl) * self.ttl
+        return ph + np.ceil((t - ph) / self.ttl - _EPS) * self.ttl
 
 
 # ---------------------------------------------------------------- authoritative answers

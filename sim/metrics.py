@@ -85,6 +85,13 @@ class TimeWeighted:
         span = t - self._t0
         if span <= 0:
             return float(self._value)
+        if t < self._last_t:  # the running area already includes time after t
+            if self.times is None:
+                raise ValueError(f"mean({t!r}) is before the last update at {self._last_t!r}; "
+                                 "create with keep_history=True to look back")
+            ts, vs = np.asarray(self.times), np.asarray(self.values, dtype=float)
+            width = np.clip(np.minimum(np.append(ts[1:], t), t) - ts, 0.0, None)
+            return float(np.sum(vs * width)) / span
         return (self._area + self._value * (t - self._last_t)) / span
 
     def series(self) -> pd.DataFrame:

@@ -45,7 +45,8 @@ levels: in this process (``functools.lru_cache``) and on disk under
   guards against a truncated, corrupted or swapped file; it is not a defence
   against someone who can write to your cache folder (they could rewrite the
   manifest too), which is the same trust you already place in that folder.
-* Every file (``.pt`` too) is checked against its manifest, and a loaded model
+* Every file (``.pt`` too) is checked against its manifest; the manifest must
+  name the same library versions, seed and training recipe; and a loaded model
   must reproduce the manifest's test accuracy. Any failure — missing,
   truncated, corrupt, tampered file, unreadable manifest — leads to retraining,
   never to a crash.
@@ -119,24 +120,26 @@ MLP_EPOCHS = 20
 MLP_BATCH = 64
 MLP_LR = 1e-3
 FOREST_TREES = 200
+LOGREG_MAX_ITER = 2000
 
-#: What each cached file was trained with; a manifest whose recipe differs
-#: (e.g. after a code change here) is not loaded: the model is retrained.
+
 def _recipe(name: str) -> dict[str, Any]:
+    """What a cached model was trained with; a manifest whose recipe differs
+    (e.g. after a change to the constants above) is not loaded: retrain."""
     common = {"data": "load_digits", "split_seed": SPLIT_SEED, "test_size": TEST_SIZE}
     if name == "mlp":
         return {**common, "hidden": MLP_HIDDEN, "epochs": MLP_EPOCHS, "batch": MLP_BATCH,
                 "lr": MLP_LR, "optimizer": "adam"}
     if name == "logreg":
-        return {**common, "scaler": True, "max_iter": 2000}
+        return {**common, "scaler": True, "max_iter": LOGREG_MAX_ITER}
     if name == "forest":
         return {**common, "n_estimators": FOREST_TREES}
     raise KeyError(name)
 
 
 #: Default (repeats, warmup) per model for live measurement: the forest is two
-#: orders of magnitude slower per call than the others, so it gets fewer repeats. All four
-#: together take well under 20 s on a 2-core machine.
+#: orders of magnitude slower per call than the others, so it gets fewer
+#: repeats. All four together take under 20 s on a 2-core machine.
 DEFAULT_MEASURE = {"mlp": (200, 20), "mlp_int8": (200, 20), "logreg": (200, 20), "forest": (25, 2)}
 
 #: How many times each model was trained in this process (cache misses).
@@ -320,7 +323,7 @@ def _state_dict_bytes(module: nn.Module) -> bytes:
 # --------------------------------------------------------------------------- sklearn models
 def _train_logreg(seed: int):
     X_train, _, y_train, _ = digits_split()
-    est = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
+    est = make_pipeline(StandardScaler(), LogisticRegression(max_iter=LOGREG_MAX_ITER, random_state=seed))
     return est.fit(X_train, y_train)
 
 

@@ -90,6 +90,14 @@ def provenance(**extra: Any) -> dict[str, Any]:
     return rec
 
 
+def _loadavg() -> float | None:
+    """1-minute load average (runnable processes), where the OS reports it."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
 @contextmanager
 def torch_threads(n: int = 1):
     """Run a block with ``torch.set_num_threads(n)``, restoring the old count.
@@ -340,6 +348,7 @@ def measure_profile(
     predict = model.predict
     out = {b: np.empty(repeats) for b in batch_sizes}
     clock = time.perf_counter
+    load_before = _loadavg()
     with threads_ctx(), ctx():
         for b in batch_sizes:
             for i in range(warmup):
@@ -355,6 +364,9 @@ def measure_profile(
             repeats=repeats,
             warmup=warmup,
             threads=threads,
+            # other work on the machine inflates wall times; say how busy it was
+            loadavg_1m_before=load_before,
+            loadavg_1m_after=_loadavg(),
             method="perf_counter wall time of one predict() call; warm-up first; "
             "round-robin over batch sizes",
         )

@@ -1,0 +1,443 @@
+"""ArchLab explorer: every question as a page, every built lab as an experiment you can steer.
+
+Run with ``streamlit run app.py``. This file only renders: parameters come from
+each lab's ``Param``s, numbers from ``Lab.run``, region verdicts from
+``Lab.check`` and figures from ``Lab.plots``. Nothing here computes a metric
+or a verdict. Pure helpers (widget choice, URL validation, number formatting,
+the home map) live in ``labs/explorer.py``.
+
+Pages: Home, one page per question (``/q01`` .. ``/q30``, all made by
+``question_page``), and Claims. A built lab's widgets are bound to the URL
+(``bind="query-params"``), so ``/q08?client_timeout_s=1`` reproduces a view.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import streamlit as st
+
+from labs import explorer as ex
+from labs.catalog import Question, load_catalog
+from labs.contract import ParamError
+from labs.registry import built_ids, get_lab
+
+ROOT = Path(__file__).resolve().parent
+CACHE_TTL_S = 2 * 3600
+PAGES: dict[str, st.Page] = {}  # url path -> page, refreshed on every run by main()
+
+
+# --------------------------------------------------------------------------- cached work
+# Keys are (lab id, sorted parameter items, seed); entries are bounded so one
+# process can serve a workshop room.
+@st.cache_data(max_entries=128, ttl=CACHE_TTL_S, show_spinner=False)
+def run_lab(lab_id: str, setting: tuple, seed: int):
+    return get_lab(lab_id).run(seed, **dict(setting))
+
+
+@st.cache_data(max_entries=64, ttl=CACHE_TTL_S, show_spinner=False)
+def lab_figures(lab_id: str, setting: tuple, seed: int) -> list[bytes]:
+    """The lab's own figures as PNG bytes, so a cached view does not redraw them."""
+    import matplotlib.pyplot as plt
+
+    images = []
+    for fig in get_lab(lab_id).plots(run_lab(lab_id, setting, seed)):
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        images.append(buf.getvalue())
+    return images
+
+
+@st.cache_data(max_entries=32, ttl=CACHE_TTL_S, show_spinner=False)
+def check_lab(lab_id: str, setting: tuple, seed: int):
+    return get_lab(lab_id).check(seed, **dict(setting))
+
+
+def default_setting(lab_id: str) -> tuple:
+    return ex.params_key(get_lab(lab_id).defaults())
+
+
+def default_counts(lab_id: str) -> dict | str:
+    """Verdict counts of a lab's default run (cached), or the reason it failed."""
+    try:
+        return ex.verdict_counts(run_lab(lab_id, default_setting(lab_id), 0).claims)
+    except Exception as e:  # a broken lab must not take the home page down
+        return f"default run failed: {e}"
+
+
+def checked_regions(lab_id: str, setting: tuple, seed: int):
+    """Region verdicts if the learner asked for them at this setting (cached), else None."""
+    if (lab_id, setting, seed) not in st.session_state.setdefault("checked", set()):
+        return None
+    with st.spinner("Sweeping parameters to find where each claim holds…"):
+        return {v.id: v for v in check_lab(lab_id, setting, seed)}
+
+
+# --------------------------------------------------------------------------- small renderers
+def metric_unit(q: Question, key: str) -> str:
+    try:
+        return q.metric(key).unit
+    except KeyError:
+        return ex.unit_from_key(key)
+
+
+def metric_name(q: Question, key: str) -> str:
+    try:
+        return q.metric(key).name
+    except KeyError:
+        return key
+
+
+def targets_table(q: Question):
+    st.dataframe([{"metric": m.name, "formula": m.formula, "target": m.target} for m in q.metrics],
+                 hide_index=True, width="stretch")
+
+
+def claim_card(v, region=None):
+    shown = region or v
+    with st.container(border=True):
+        st.markdown(f"{ex.VERDICT_ICON.get(shown.verdict, '')} **{shown.verdict}** · {v.text}")
+        st.caption(f"At these settings: {v.detail}")
+        if region is not None:
+            st.caption(f"Across the sweep: {region.detail}")
+
+
+def param_widget(p, where):
+    """One widget per Param, bound to the URL under the parameter's own name."""
+    spec = ex.widget_spec(p)
+    common = {"key": p.name, "help": spec.help, "bind": "query-params"}
+    if spec.kind == "select":
+        return where.selectbox(spec.label, spec.options, index=spec.options.index(spec.value),
+                               format_func=str, **common)
+    if spec.kind == "checkbox":
+        return where.checkbox(spec.label, value=spec.value, **common)
+    if spec.kind == "slider":
+        return where.slider(spec.label, min_value=spec.min, max_value=spec.max, value=spec.value,
+                            step=spec.step, format=spec.format, **common)
+    return where.number_input(spec.label, min_value=spec.min, max_value=spec.max, value=spec.value,
+                              step=spec.step, format=spec.format, **common)
+
+
+def seed_widget(where) -> int:
+    s = ex.SEED
+    return int(where.number_input("seed", min_value=s.low, max_value=s.high, value=s.default, step=1,
+                                  key=s.name, help=s.help + ". Keep it fixed while you move one parameter: "
+                                  "both settings then see the same random arrivals.", bind="query-params"))
+
+
+# --------------------------------------------------------------------------- pages
+def home_page():
+    cat = load_catalog()
+    built = built_ids()
+    st.title("ArchLab")
+    st.markdown(
+        "Thirty interview questions on AI/ML system architecture, each with confident numbers in its "
+        "answer (*a circuit breaker keeps P99 under 200 ms*, *batching triples throughput*). ArchLab turns "
+        "a question into a small experiment: a simulation or a measurement of real code, the plain design "
+        "and the pattern side by side on the same random traffic, the question's metrics against their "
+        "targets, and a verdict on each claim: **holds**, **fails**, or **holds only in a region** of the "
+        "parameters.")
+    with st.expander("Using it in a workshop", expanded=True):
+        st.markdown(
+            "1. **Predict first.** Open a lab, read the settings, write down what you expect the headline "
+            "number to be, then reveal the run. Being wrong by 10× is the most useful thing that can happen.\n"
+            "2. **Move one parameter.** Change a single setting and keep the seed: both runs then see the same "
+            "arrivals, so the difference you see is the parameter's doing, not luck.\n"
+            "3. **Compare arms.** Every lab runs a *baseline* and the *pattern*; read them side by side, "
+            "and look at the confidence band before trusting a percentile.\n"
+            "4. **Question the claim.** *Find where each claim holds* sweeps the parameter that matters and "
+            "tells you where the interview answer is right. Share a view by copying the URL.")
+    st.subheader("The map: six topics × five questions")
+    counts = {}
+    if built:
+        with st.spinner("Running the built labs once at their defaults…"):
+            counts = {i: default_counts(i) for i in built}
+    grid = ex.home_map(cat, built, counts)
+    st.caption(f"{len(built)} of {len(cat)} labs built. Difficulty: ●○○ foundational, ●●○ intermediate, "
+               "●●● advanced. Verdicts at a glance come from each built lab's default run.")
+    for topic, row in grid.iterrows():
+        st.markdown(f"**{topic}**")
+        cols = st.columns(len(row))
+        for col, cell in zip(cols, row):
+            if not isinstance(cell, dict):
+                continue
+            with col:
+                st.page_link(PAGES[cell["id"]], label=f"Q{cell['number']:02d} {cell['title']}",
+                             icon="🧪" if cell["built"] else "📄")
+                status = f"built · {cell['glance']}" if cell["built"] else "not built yet"
+                st.caption(f"{ex.DIFFICULTY_ICON[cell['difficulty']]} {cell['difficulty']} · {status}")
+
+
+def claims_page():
+    cat = load_catalog()
+    st.title("Claims")
+    st.markdown("Every claim of every built lab, with its verdict from the lab's default run. "
+                "Where you have asked a lab to *find where each claim holds* at its default settings, "
+                "the region verdict is shown too.")
+    built = built_ids()
+    if not built:
+        st.info("No lab is built yet.")
+    for lab_id in built:
+        q = cat.get(lab_id)
+        st.subheader(ex.page_title(q))
+        st.page_link(PAGES[lab_id], label=f"Open the {q.id.upper()} lab", icon="🧪")
+        setting = default_setting(lab_id)
+        try:
+            with st.spinner(f"Running {lab_id} at its defaults…"):
+                result = run_lab(lab_id, setting, 0)
+        except Exception as e:
+            st.error(f"The default run of {lab_id} failed: {e}")
+            continue
+        regions = checked_regions(lab_id, setting, 0) or {}
+        for v in result.claims:
+            claim_card(v, regions.get(v.id))
+
+
+def question_page(q: Question, built: bool, default: bool = False) -> st.Page:
+    """The one renderer behind all thirty question pages."""
+    def render():
+        if built:
+            render_lab(q)
+        else:
+            render_unbuilt(q)
+
+    render.__name__ = f"page_{q.id}"
+    return st.Page(render, title=ex.page_title(q), url_path=q.id, icon="🧪" if built else "📄", default=default)
+
+
+def render_unbuilt(q: Question):
+    st.title(ex.page_title(q))
+    st.caption(f"{q.topic_name} · {q.difficulty} · lab not built yet")
+    st.markdown(q.summary)
+    st.info("This lab is not built yet, so there is nothing to run and no numbers to show. Below are the "
+            "question's metrics and targets, and the claims the lab will check once it exists.")
+    st.subheader("Metrics and targets")
+    targets_table(q)
+    st.subheader("Claims to check")
+    for c in q.claims:
+        st.markdown(f"- {c.text} *({c.arm} {c.metric} {c.reading})*")
+
+
+def _url_notes(lab_id: str, problems: dict):
+    """Remember refused URL settings until the learner changes something."""
+    if problems:
+        st.session_state[f"url_notes::{lab_id}"] = {"problems": problems, "seen": None}
+
+
+def render_lab(q: Question):
+    lab_id = q.id
+    lab = get_lab(lab_id)
+    st.title(ex.page_title(q))
+    st.caption(f"{q.topic_name} · {q.difficulty} · lab built")
+    st.markdown(q.summary)
+    nb = ROOT / q.notebook
+    if nb.is_file():
+        c1, c2 = st.columns([3, 1])
+        c1.markdown(f"📓 Notebook for this lab: `{q.notebook}` (open it in Jupyter to see the code behind the page).")
+        c2.download_button("Download notebook", nb.read_bytes(), file_name=nb.name, key=f"nb_{lab_id}")
+    else:
+        st.markdown(f"📓 Notebook for this lab: `{q.notebook}` (not written yet).")
+
+    # A refused value is reset to its default once, before the widgets are drawn again.
+    for name, value in st.session_state.pop(f"url_reset::{lab_id}", {}).items():
+        st.session_state[name] = value
+    reading = ex.read_query(lab.params, st.query_params.to_dict())
+    _url_notes(lab_id, reading.problems)
+
+    with st.expander("Settings", expanded=True):
+        cols = st.columns(3)
+        values = {p.name: param_widget(p, cols[k % 3]) for k, p in enumerate(lab.params)}
+        c1, c2, c3 = st.columns(3)
+        seed = seed_widget(c1)
+        if lab.refine_param:
+            rp = lab.param(lab.refine_param)
+            current = values[rp.name]
+            target = ex.refined_value(rp, current)
+
+            def refine(name=rp.name, value=target):
+                st.session_state[name] = value
+
+            c2.button(f"Refine: {rp.name} × 4 → {target:,}", key=f"refine_{lab_id}", on_click=refine,
+                      disabled=target <= current,
+                      help="Rerun with four times the requests: narrower confidence bands, slower run.")
+
+        def restore_defaults():
+            for p in lab.params:
+                st.session_state[p.name] = p.default
+            st.session_state.pop(f"watch_{lab_id}", None)
+
+        c3.button("Back to the defaults", key=f"defaults_{lab_id}", on_click=restore_defaults)
+
+    # Streamlit may coerce a refused URL value (e.g. 2.5 -> 2 for an integer); put it back to the default.
+    pending = {n: reading.values[n] for n in reading.problems
+               if n in values and values[n] != reading.values[n]}
+    if pending:
+        st.session_state[f"url_reset::{lab_id}"] = pending
+        st.rerun()
+    current = {**values, "seed": seed}
+    notes = st.session_state.get(f"url_notes::{lab_id}")
+    if notes:
+        if notes["seen"] is None:
+            notes["seen"] = current
+        if notes["seen"] == current:
+            for msg in notes["problems"].values():
+                st.warning(f"Link setting refused: {msg}", icon="⚠️")
+        else:
+            del st.session_state[f"url_notes::{lab_id}"]
+    link = ex.query_string(current, {**lab.defaults(), "seed": ex.SEED.default})
+    st.caption(f"This view's link: `/{lab_id}{link}`")
+
+    setting = ex.params_key(values)
+    exercises_box(lab)
+    watch = tuple(st.session_state.get(f"watch_{lab_id}", lab.headline))  # what the learner predicts
+    if not st.session_state.get(f"revealed_{lab_id}"):
+        predict_box(lab_id, watch, metric_name(q, watch[1]), metric_unit(q, watch[1]), setting, seed)
+        st.subheader("What the question claims")
+        targets_table(q)
+        return
+
+    try:
+        with st.spinner("Simulating…"):
+            result = run_lab(lab_id, setting, seed)
+    except ParamError as e:
+        st.warning(f"These settings do not make a valid run: {e}", icon="⚠️")
+        return
+    except Exception as e:
+        st.error(f"The lab failed to run at these settings: {type(e).__name__}: {e}")
+        return
+
+    prediction_feedback(lab_id, q, result, setting, seed)
+
+    arm, key = lab.headline
+    unit, name = metric_unit(q, key), metric_name(q, key)
+    measured = result.metrics.get(arm, {}).get(key, float("nan"))
+    interval = result.intervals.get(arm, {}).get(key)
+    st.subheader("Headline")
+    met = q.metric(key).met(measured) if key in {m.key for m in q.metrics} else None
+    target = q.metric(key).target if met is not None else None
+    c1, c2 = st.columns([1, 2])
+    c1.metric(f"Headline · {arm} · {name}", ex.fmt_number(measured, unit),
+              help="The number to predict before revealing the run.")
+    band = ex.fmt_with_ci(measured, interval, unit)
+    c2.markdown(f"**{arm} {name}:** {band}" + (f"  \nTarget {target}: {ex.met_text(met)}" if target else ""))
+    if interval is None and ex.is_percentile(key):
+        c2.caption("No confidence interval for this percentile at these settings (too few requests).")
+
+    st.subheader("Metrics against the question's targets")
+    units = {m.key: m.unit for m in q.metrics}
+    st.dataframe(ex.metric_rows(result.metric_table(q), units), hide_index=True, width="stretch")
+
+    st.subheader("Claims")
+
+    def request_check():
+        st.session_state.setdefault("checked", set()).add((lab_id, setting, seed))
+
+    regions = checked_regions(lab_id, setting, seed)
+    n_runs = 1 + sum(len(s.values) for s in lab.sweeps.values())
+    st.button("Find where each claim holds", key=f"check_{lab_id}", on_click=request_check,
+              help=f"Sweeps each claim's parameter (up to {n_runs} runs; the first time takes a while).",
+              disabled=regions is not None)
+    for v in result.claims:
+        claim_card(v, (regions or {}).get(v.id))
+
+    st.subheader("Plots")
+    images = lab_figures(lab_id, setting, seed)
+    cols = st.columns(2)
+    for k, png in enumerate(images):
+        cols[k % 2].image(png, width="stretch")
+
+    with st.expander("Everything this run measured"):
+        st.dataframe(ex.all_measurements(result.metrics, result.intervals), hide_index=True, width="stretch")
+    st.subheader("Notes")
+    for n in result.notes:
+        st.markdown(f"- {n}")
+    st.caption(f"Seed {result.seed}; the simulation took {result.elapsed_s:.2f} s (cached afterwards).")
+
+
+def exercises_box(lab):
+    """The lab's exercises: each sets up one change and asks for a prediction of the number it moves."""
+    if not lab.exercises:
+        return
+
+    def set_up(exercise):
+        for name, value in exercise.changes.items():
+            st.session_state[name] = value
+        st.session_state[f"watch_{lab.id}"] = tuple(exercise.watch)
+        st.session_state[f"revealed_{lab.id}"] = False
+        st.session_state.pop(f"predict_{lab.id}", None)
+
+    with st.expander("Exercises: change one thing, predict, then run"):
+        for k, exercise in enumerate(lab.exercises):
+            c1, c2 = st.columns([5, 1])
+            changes = ", ".join(f"`{n}` = {v}" for n, v in exercise.changes.items())
+            c1.markdown(f"**{k + 1}.** {exercise.prompt}  \n*Sets {changes}; you predict the "
+                        f"{exercise.watch[0]} arm's `{exercise.watch[1]}`.*")
+            c2.button("Set it up", key=f"exercise_{lab.id}_{k}", on_click=set_up, args=(exercise,))
+
+
+def predict_box(lab_id: str, watch: tuple, name: str, unit: str, setting: tuple, seed: int):
+    guess_key = f"predict_{lab_id}"
+
+    def reveal():
+        st.session_state[f"revealed_{lab_id}"] = True
+        st.session_state[f"prediction_{lab_id}"] = {"value": st.session_state.get(guess_key), "watch": watch,
+                                                    "setting": setting, "seed": seed}
+
+    def skip():
+        st.session_state[f"revealed_{lab_id}"] = True
+        st.session_state.pop(f"prediction_{lab_id}", None)
+
+    with st.container(border=True):
+        st.subheader("Predict first")
+        st.markdown(f"Before the run is shown: what will the **{watch[0]}** arm's **{name}** be at these settings? "
+                    "Write your guess down, then reveal.")
+        guess = st.number_input(f"Your prediction ({unit})" if unit else "Your prediction", value=None,
+                                key=guess_key, placeholder="type a number")
+        c1, c2, _ = st.columns([1, 1, 3])
+        c1.button("Reveal", key=f"reveal_{lab_id}", type="primary", on_click=reveal, disabled=guess is None)
+        c2.button("Skip prediction", key=f"skip_{lab_id}", on_click=skip)
+
+
+def prediction_feedback(lab_id: str, q: Question, result, setting: tuple, seed: int):
+    pred = st.session_state.get(f"prediction_{lab_id}")
+
+    def again():
+        st.session_state[f"revealed_{lab_id}"] = False
+
+    with st.container(border=True):
+        if pred is None or pred["value"] is None:
+            st.markdown("You skipped the prediction. Change a setting, then predict the next run.")
+        elif pred["setting"] == setting and pred["seed"] == seed:
+            arm, key = pred["watch"]
+            unit = metric_unit(q, key)
+            measured = result.metrics.get(arm, {}).get(key, float("nan"))
+            check = ex.check_prediction(pred["value"], measured, result.intervals.get(arm, {}).get(key))
+            st.markdown(f"**Your prediction: {arm} {metric_name(q, key)}**")
+            (st.success if check.inside_ci else st.info)(check.sentence(unit))
+        else:
+            st.markdown(f"Your prediction ({ex.fmt_number(pred['value'], metric_unit(q, pred['watch'][1]))}) "
+                        "was for other settings. Predict again for these ones.")
+        st.button("Predict again", key=f"again_{lab_id}", on_click=again)
+
+
+# --------------------------------------------------------------------------- navigation
+def main(start: str | None = None):
+    """Build the navigation and run the chosen page; ``start`` opens a page by url path (tests)."""
+    st.set_page_config(page_title="ArchLab", page_icon="🧪", layout="wide")
+    cat = load_catalog()
+    built = set(built_ids())
+    PAGES.clear()
+    PAGES["home"] = st.Page(home_page, title="Home", url_path="home", icon="🏠",
+                            default=start in (None, "home"))
+    PAGES["claims"] = st.Page(claims_page, title="Claims", url_path="claims", icon="⚖️", default=start == "claims")
+    for q in cat:
+        PAGES[q.id] = question_page(q, q.id in built, default=start == q.id)
+    sections = {"ArchLab": [PAGES["home"], PAGES["claims"]]}
+    for topic, questions in cat.by_topic().items():
+        sections[topic.name] = [PAGES[q.id] for q in questions]
+    st.navigation(sections).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""The explorer in a real browser: ``streamlit run app.py`` driven by chromium through Playwright."""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian chromium at /usr/bin/chromium"),
+]
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+START_TIMEOUT_S = 60
+RUN_TIMEOUT_MS = 60_000  # a first run pays imports, a simulation and matplotlib's font cache
+HEADLINE = '[data-testid="stMetricValue"]'
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port = _free_port()
+    log = tmp_path_factory.mktemp("streamlit") / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+             "--server.port", str(port), "--server.address", "127.0.0.1",
+             "--browser.gatherUsageStats", "false"],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"streamlit exited with {proc.returncode}:\n{log.read_text()}")
+            try:
+                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not answer within {START_TIMEOUT_S} s:\n{log.read_text()}")
+            time.sleep(0.3)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    p = context.new_page()
+    p.set_default_timeout(RUN_TIMEOUT_MS)
+    try:
+        yield p
+    finally:
+        context.close()
+
+
+def settle(page):
+    """Wait until the app is connected and its script has finished (a bounded wait)."""
+    page.wait_for_selector("[data-test-connection-state=CONNECTED]", timeout=RUN_TIMEOUT_MS)
+    page.wait_for_selector(".stApp[data-test-script-state=notRunning]", timeout=RUN_TIMEOUT_MS)
+
+
+def timeout_box(page):
+    return page.get_by_role("spinbutton", name="client_timeout_s (s)", exact=True)
+
+
+def open_and_settle(page, url):
+    page.goto(url, timeout=RUN_TIMEOUT_MS)
+    settle(page)
+
+
+def reveal(page):
+    page.get_by_role("button", name="Skip prediction").click()
+    page.locator(HEADLINE).first.wait_for(timeout=RUN_TIMEOUT_MS)
+    settle(page)
+
+
+def test_home_then_q08_widget_moves_the_headline(server, page, tmp_path):
+    from playwright.sync_api import expect
+
+    open_and_settle(page, server)
+    expect(page.get_by_role("heading", name="ArchLab").first).to_be_visible()
+    expect(page.get_by_text("six topics × five questions")).to_be_visible()
+    page.screenshot(path=str(tmp_path / "home.png"), full_page=True)
+
+    open_and_settle(page, f"{server}/q08")
+    reveal(page)
+    headline = page.locator(HEADLINE).first
+    before = headline.inner_text()
+
+    box = timeout_box(page)
+    box.fill("1")
+    box.press("Enter")
+    expect(headline).not_to_have_text(before, timeout=RUN_TIMEOUT_MS)
+    settle(page)
+    after = headline.inner_text()
+    assert after != before
+    expect(box).to_have_value("1.00")
+    assert re.search(r"[?&]client_timeout_s=1(&|$)", page.url), page.url  # bound to the URL
+    page.screenshot(path=str(tmp_path / "q08.png"), full_page=True)
+    assert (tmp_path / "q08.png").stat().st_size > 10_000
+
+
+def test_deep_link_and_bad_link(server, page, tmp_path):
+    from playwright.sync_api import expect
+
+    open_and_settle(page, f"{server}/q08?client_timeout_s=1&replicas=8")
+    expect(timeout_box(page)).to_have_value("1.00")
+    expect(page.locator('[data-testid="stSlider"]', has_text="replicas").get_by_role("slider")).to_have_attribute(
+        "aria-valuenow", "8")
+
+    open_and_settle(page, f"{server}/q08?client_timeout_s=abc&no_such_knob=2")
+    alerts = page.locator('[data-testid="stAlert"]')
+    expect(alerts.filter(has_text="client_timeout_s")).to_have_count(1)
+    expect(alerts.filter(has_text="no_such_knob")).to_have_count(1)
+    expect(timeout_box(page)).to_have_value("30.00")
+    assert "client_timeout_s" not in page.url, page.url  # the refused value is dropped from the URL
+    page.screenshot(path=str(tmp_path / "bad_link.png"), full_page=True)
+    reveal(page)  # the lab still runs at the default
+    expect(page.locator(HEADLINE).first).to_be_visible()
