@@ -60,7 +60,7 @@ def _decimals(step: float) -> int:
 
 def widget_spec(p: Param) -> WidgetSpec:
     """The widget a parameter becomes, with its range and step, all taken from the Param."""
-    unit = f" ({p.unit})" if p.unit else ""
+    unit = f" ({p.unit})" if p.unit and p.unit != p.name else ""
     label = f"{p.name}{unit}"
     help_text = f"{p.help}. Allowed: {p.allowed()}." if p.help else f"Allowed: {p.allowed()}."
     if p.choices is not None:

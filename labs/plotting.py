@@ -14,7 +14,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 ARM_COLOURS = {"baseline": "#c0392b", "pattern": "#2471a3", "comparison": "#7d3c98"}
+EXTRA_COLOURS = ("#27ae60", "#d68910", "#5d6d7e", "#a04000", "#117a65")
 STATE_COLOURS = {"CLOSED": "#27ae60", "HALF_OPEN": "#f39c12", "OPEN": "#c0392b"}
+
+
+def arm_colour(arm: str, index: int = 0) -> str:
+    """Fixed colours for the usual arms; further arms (variants) cycle through a second palette."""
+    return ARM_COLOURS.get(arm) or EXTRA_COLOURS[index % len(EXTRA_COLOURS)]
 
 
 def figure(title: str, size=(8, 3.4)):
@@ -35,8 +41,8 @@ def lines_by_arm(series: pd.DataFrame, x: str, y: str, title: str, ylabel: str, 
     """One line per arm of a long-format time series (columns x, y, arm)."""
     fig, ax = figure(title)
     shade(ax, spans, span_label)
-    for arm, df in series.groupby("arm", sort=False):
-        ax.plot(df[x], df[y], label=arm, color=ARM_COLOURS.get(arm), lw=1.4)
+    for k, (arm, df) in enumerate(series.groupby("arm", sort=False)):
+        ax.plot(df[x], df[y], label=arm, color=arm_colour(arm, k), lw=1.4)
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel(x.replace("_s", " (s)") if x.endswith("_s") else x)

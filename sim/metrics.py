@@ -133,24 +133,25 @@ def batch_means(values, statistic=np.mean, n_batches: int = 20, confidence: floa
 
     The point estimate is the statistic over all values; the interval comes
     from the spread of the statistic across ``n_batches`` consecutive batches
-    (the classic batch-means method). Works for percentiles too, where it is
-    slightly conservative.
+    (the classic batch-means method). ``statistic(array, axis=...)`` must
+    reduce along an axis, as numpy's reductions do. Works for percentiles
+    too, where it is slightly conservative.
     """
     x = np.asarray(values, dtype=float)
     x = x[np.isfinite(x)]
     if x.size < 2 * n_batches:
-        est = float(statistic(x)) if x.size else np.nan
+        est = float(statistic(x, axis=0)) if x.size else np.nan
         return Interval(est, np.nan, np.nan)
-    est = float(statistic(x))
+    est = float(statistic(x, axis=0))
     usable = x[: (x.size // n_batches) * n_batches].reshape(n_batches, -1)
-    per_batch = np.array([statistic(b) for b in usable])
+    per_batch = statistic(usable, axis=1)
     h = stats.t.ppf((1 + confidence) / 2, n_batches - 1) * per_batch.std(ddof=1) / np.sqrt(n_batches)
     return Interval(est, est - h, est + h)
 
 
 def percentile_ci(latencies, q: float, n_batches: int = 20) -> Interval:
     """Batch-means interval for the q-th percentile (q in 0..100)."""
-    return batch_means(latencies, lambda b: np.percentile(b, q), n_batches)
+    return batch_means(latencies, lambda b, axis: np.percentile(b, q, axis=axis), n_batches)
 
 
 # ---------------------------------------------------------------- summaries

@@ -74,12 +74,11 @@ def test_missing_metrics_unready_scale_down():  # TestReplicaCalcMissingMetricsU
 
 
 def test_pending_pods_count_zero_on_scale_up_and_nothing_on_scale_down():
-    # scale-up: (100 + 100 + 0) / 3 / 50 = 1.33 -> ceil(1.33 * 3) = 4, not ceil(2 * 2) = 4... use 3 ready pods
-    assert cpu(4, [pod(100), pod(100), pod(100), pod(None, pending=True)], 50) == 6  # 300/4/50 = 1.5 -> 6
-    assert cpu(4, [pod(100), pod(100), pod(100)], 50) == 6  # without the pending pod: ratio 2 -> 6 as well
-    assert cpu(4, [pod(100), pod(100), pod(100), pod(None, pending=True), pod(None, pending=True)], 50) == 5
-    # scale-down: a pending pod is left out: ratio 0.2 over 2 pods -> 1
-    assert cpu(3, [pod(10), pod(10), pod(None, pending=True)], 50) == 1
+    P = pod(None, pending=True)
+    assert cpu(4, [pod(100), pod(100), pod(100), P], 50) == 6  # (300 + 0) / 4 / 50 = 1.5 -> ceil(6.0)
+    assert cpu(5, [pod(100), pod(100), pod(100), P, P], 50) == 6  # 300 / 5 / 50 = 1.2 -> ceil(6.0)
+    assert cpu(4, [pod(100), pod(100), P, P], 50) == 4  # 200 / 4 / 50 = 1.0: within tolerance, hold
+    assert cpu(3, [pod(10), pod(10), P], 50) == 1  # scale-down: the pending pod is left out, 0.2 x 2 -> 1
 
 
 def test_custom_metric_counts_unready_pods_as_reported():
