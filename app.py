@@ -24,6 +24,7 @@ from labs.registry import built_ids, get_lab
 
 ROOT = Path(__file__).resolve().parent
 CACHE_TTL_S = 2 * 3600
+ICON_BUILT, ICON_UNBUILT = ":material/science:", ":material/description:"
 PAGES: dict[str, st.Page] = {}  # url path -> page, refreshed on every run by main()
 
 
@@ -97,7 +98,8 @@ def targets_table(q: Question):
 def claim_card(v, region=None):
     shown = region or v
     with st.container(border=True):
-        st.markdown(f"{ex.VERDICT_ICON.get(shown.verdict, '')} **{shown.verdict}** · {v.text}")
+        colour = ex.VERDICT_COLOUR.get(shown.verdict, "gray")
+        st.markdown(f":{colour}[{ex.VERDICT_ICON.get(shown.verdict, '')} **{shown.verdict}**] · {v.text}")
         st.caption(f"At these settings: {v.detail}")
         if region is not None:
             st.caption(f"Across the sweep: {region.detail}")
@@ -162,9 +164,10 @@ def home_page():
         for col, cell in zip(cols, row):
             if not isinstance(cell, dict):
                 continue
-            with col:
-                st.page_link(PAGES[cell["id"]], label=f"Q{cell['number']:02d} {cell['title']}",
-                             icon="🧪" if cell["built"] else "📄")
+            with col.container(border=True):
+                st.page_link(PAGES[cell["id"]], label=f"Q{cell['number']:02d}",
+                             icon=ICON_BUILT if cell["built"] else ICON_UNBUILT)
+                st.markdown(cell["title"])
                 status = f"built · {cell['glance']}" if cell["built"] else "not built yet"
                 st.caption(f"{ex.DIFFICULTY_ICON[cell['difficulty']]} {cell['difficulty']} · {status}")
 
@@ -181,7 +184,7 @@ def claims_page():
     for lab_id in built:
         q = cat.get(lab_id)
         st.subheader(ex.page_title(q))
-        st.page_link(PAGES[lab_id], label=f"Open the {q.id.upper()} lab", icon="🧪")
+        st.page_link(PAGES[lab_id], label=f"Open the {q.id.upper()} lab", icon=ICON_BUILT)
         setting = default_setting(lab_id)
         try:
             with st.spinner(f"Running {lab_id} at its defaults…"):
@@ -203,7 +206,7 @@ def question_page(q: Question, built: bool, default: bool = False) -> st.Page:
             render_unbuilt(q)
 
     render.__name__ = f"page_{q.id}"
-    return st.Page(render, title=ex.page_title(q), url_path=q.id, icon="🧪" if built else "📄", default=default)
+    return st.Page(render, title=ex.page_title(q), url_path=q.id, icon=ICON_BUILT if built else ICON_UNBUILT, default=default)
 
 
 def render_unbuilt(q: Question):
@@ -234,10 +237,10 @@ def render_lab(q: Question):
     nb = ROOT / q.notebook
     if nb.is_file():
         c1, c2 = st.columns([3, 1])
-        c1.markdown(f"📓 Notebook for this lab: `{q.notebook}` (open it in Jupyter to see the code behind the page).")
+        c1.markdown(f":material/menu_book: Notebook for this lab: `{q.notebook}` (open it in Jupyter to see the code behind the page).")
         c2.download_button("Download notebook", nb.read_bytes(), file_name=nb.name, key=f"nb_{lab_id}")
     else:
-        st.markdown(f"📓 Notebook for this lab: `{q.notebook}` (not written yet).")
+        st.markdown(f":material/menu_book: Notebook for this lab: `{q.notebook}` (not written yet).")
 
     # A refused value is reset to its default once, before the widgets are drawn again.
     for name, value in st.session_state.pop(f"url_reset::{lab_id}", {}).items():
@@ -282,7 +285,7 @@ def render_lab(q: Question):
             notes["seen"] = current
         if notes["seen"] == current:
             for msg in notes["problems"].values():
-                st.warning(f"Link setting refused: {msg}", icon="⚠️")
+                st.warning(f"Link setting refused: {msg}", icon=":material/warning:")
         else:
             del st.session_state[f"url_notes::{lab_id}"]
     link = ex.query_string(current, {**lab.defaults(), "seed": ex.SEED.default})
@@ -301,7 +304,7 @@ def render_lab(q: Question):
         with st.spinner("Simulating…"):
             result = run_lab(lab_id, setting, seed)
     except ParamError as e:
-        st.warning(f"These settings do not make a valid run: {e}", icon="⚠️")
+        st.warning(f"These settings do not make a valid run: {e}", icon=":material/warning:")
         return
     except Exception as e:
         st.error(f"The lab failed to run at these settings: {type(e).__name__}: {e}")
@@ -424,13 +427,13 @@ def prediction_feedback(lab_id: str, q: Question, result, setting: tuple, seed: 
 # --------------------------------------------------------------------------- navigation
 def main(start: str | None = None):
     """Build the navigation and run the chosen page; ``start`` opens a page by url path (tests)."""
-    st.set_page_config(page_title="ArchLab", page_icon="🧪", layout="wide")
+    st.set_page_config(page_title="ArchLab", page_icon=ICON_BUILT, layout="wide")
     cat = load_catalog()
     built = set(built_ids())
     PAGES.clear()
-    PAGES["home"] = st.Page(home_page, title="Home", url_path="home", icon="🏠",
+    PAGES["home"] = st.Page(home_page, title="Home", url_path="home", icon=":material/home:",
                             default=start in (None, "home"))
-    PAGES["claims"] = st.Page(claims_page, title="Claims", url_path="claims", icon="⚖️", default=start == "claims")
+    PAGES["claims"] = st.Page(claims_page, title="Claims", url_path="claims", icon=":material/balance:", default=start == "claims")
     for q in cat:
         PAGES[q.id] = question_page(q, q.id in built, default=start == q.id)
     sections = {"ArchLab": [PAGES["home"], PAGES["claims"]]}

@@ -20,7 +20,9 @@ from .catalog import Catalog, Question
 from .contract import Param, ParamError, Verdict
 
 SEED = Param("seed", 0, 0, 2**31 - 1, help="random seed; the same seed gives the same run")
-VERDICT_ICON = {"holds": "✅", "fails": "❌", "conditional": "🟡"}
+# Material icons ship with Streamlit's frontend, so they render without an emoji font (headless chromium has none).
+VERDICT_ICON = {"holds": ":material/check_circle:", "fails": ":material/cancel:", "conditional": ":material/contrast:"}
+VERDICT_COLOUR = {"holds": "green", "fails": "red", "conditional": "orange"}
 DIFFICULTY_ICON = {"foundational": "●○○", "intermediate": "●●○", "advanced": "●●●"}
 _MAX_SLIDER_STEPS = 2000  # more positions than this and a slider is too coarse to aim with
 _MAX_SLIDER_RATIO = 1000  # high / low beyond this spans decades: a typed number reads better
@@ -185,7 +187,7 @@ def unit_from_key(metric_key: str) -> str:
 
 
 def met_text(met) -> str:
-    return {True: "✅ met", False: "❌ not met"}.get(met, "— no numeric target")
+    return {True: "met", False: "not met"}.get(met, "no numeric target")
 
 
 def metric_rows(table: pd.DataFrame, units: Mapping[str, str]) -> pd.DataFrame:
@@ -257,10 +259,10 @@ def verdict_counts(claims: Iterable[Verdict]) -> dict[str, int]:
 
 
 def glance(counts: Mapping[str, int] | None) -> str:
-    """'✅ 3 ❌ 2' from verdict counts; an empty string when there are none."""
+    """':green[holds 3] :red[fails 2]' (Streamlit markdown) from verdict counts; empty when there are none."""
     if not counts:
         return ""
-    return " ".join(f"{VERDICT_ICON[k]} {n}" for k, n in counts.items() if n and k in VERDICT_ICON)
+    return " ".join(f":{VERDICT_COLOUR[k]}[{k} {n}]" for k, n in counts.items() if n and k in VERDICT_COLOUR)
 
 
 def home_map(catalog: Catalog, built: Iterable[str],

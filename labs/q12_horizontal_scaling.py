@@ -8,9 +8,9 @@ load balancer with Envoy's policies (``sim.balancer``): ``round_robin``
 P2C) and ``baseline`` (RING_HASH on a user key: sticky sessions). Users have
 Zipf-skewed activity, so under affinity a busy user's whole load lands on one
 replica. For each arm the lab finds the *sustainable throughput*: the largest
-Poisson arrival rate at which the P99 latency stays within ``slo_p99_ms``
-(a root search over the offered load, every evaluation on the same random
-numbers). Speedup = sustainable(N) / sustainable(1) and scaling efficiency =
+Poisson arrival rate at which the P99 latency stays within ``slo_p99_ms`` and
+every replica's queue is stable (a root search over the offered load, every
+evaluation on the same random numbers). Speedup = sustainable(N) / sustainable(1) and scaling efficiency =
 speedup / N x 100% (the seed's formula). One replica is the same server under
 every policy, so sustainable(1) is shared.
 
@@ -22,8 +22,13 @@ watches CPU utilization or requests in flight; each new replica is Ready only
 after ``cold_start_s`` (container start and model load) and the next readiness
 probe. Scale-out time is the seed's "trigger -> new replica serving": from the
 HPA's first scale-up decision after the step to the first request a new
-replica starts serving. The lab also reports how long after the step the P99
-is back within the SLO for good.
+replica starts serving. The lab also reports how long after the step the
+latency objective is met again (99% of requests within ``slo_p99_ms`` in three
+10 s windows in a row).
+
+Replicas are single-worker FIFO queues simulated exactly by ``sim.balancer``
+(the Lindley recursion per replica, validated against SimPy request by
+request); the HPA, the pods' readiness and the control loop run in SimPy.
 """
 from __future__ import annotations
 
@@ -95,7 +100,7 @@ class HorizontalScalingLab(Lab):
         Param("client_timeout_s", 30.0, 0.01, 600.0, unit="s", help="a caller gives up when its request has not started within this"),
     )
     sweeps = {
-        "q12.stateless_speedup": Sweep("slo_p99_ms", (600.0, 1000.0, 2000.0, 5000.0, 20000.0)),
+        "q12.stateless_speedup": Sweep("slo_p99_ms", (600.0, 1000.0, 2000.0, 5000.0, 20000.0, 100000.0)),
         "q12.sticky_speedup": Sweep("zipf_s", (0.0, 0.5, 0.8, 1.0, 1.1, 1.2, 1.5)),
         "q12.efficiency": Sweep("replicas", (2, 4, 10, 20, 40)),
         "q12.scale_out": Sweep("cold_start_s", (15.0, 45.0, 90.0, 120.0, 180.0)),
@@ -120,9 +125,6 @@ class HorizontalScalingLab(Lab):
         if p["max_replicas"] < p["min_replicas"]:
             raise ParamError(f"parameter max_replicas: {p['max_replicas']} is not allowed; expected an integer in "
                              f"[{p['min_replicas']}, 200] (at least min_replicas)")
-        if p["client_timeout_s"] * 1e3 <= p["slo_p99_ms"]:
-            raise ParamError(f"parameter client_timeout_s: {p['client_timeout_s']:g} is not allowed; expected a number in "
-                             f"({p['slo_p99_ms'] / 1e3:g}, 600] s (longer than slo_p99_ms, or a timed-out call would count as fast)")
         own_p99 = _service_quantile(p, 0.99) * 1e3
         if p["slo_p99_ms"] <= own_p99 * 1.05:
             raise ParamError(f"parameter slo_p99_ms: {p['slo_p99_ms']:g} is not allowed; expected a number in "
@@ -180,6 +182,9 @@ class HorizontalScalingLab(Lab):
             }
             intervals[arm] = {f"p{q}_ms": _as_pair(percentile_ci(lat_ms, q)) for q in (50, 99)}
         metrics["baseline"]["keys_moved_pct"] = 100.0 * _keys_moved(p, N, np.unique(key_hashes))
+        metrics["baseline"]["stability_limit_pct"] = 100.0 * ctx.stable_limit("baseline", N)
+        sticky_limit = (f"{metrics['baseline']['stability_limit_pct']:.1f}% of capacity at N = {N}"
+                        if not p["hash_balance_factor"] else "none with bounded load")
         metrics["baseline"]["top_user_share_pct"] = 100.0 * _zipf_weights(p["users"], p["zipf_s"])[0]
 
         auto = _autoscale(p, streams)
@@ -201,8 +206,13 @@ class HorizontalScalingLab(Lab):
             f"{_service_label(p)}; the sustainable rate is searched to +-{RHO_TOLERANCE * 100:g}% of capacity "
             f"(P99 <= {p['slo_p99_ms']:g} ms). Throughput-vs-N points: N = {', '.join(map(str, curve_ns))}"
             + ("" if 10 in curve_ns else " (and N = 10 for the ten-replica claims)") + ".",
-            f"A P99 from {int(n * (1 - WARMUP_FRACTION))} requests is good to roughly +-10-20%; near saturation that moves the "
-            "sustainable rate by only a few percent. Raise 'requests' to refine.",
+            f"A P99 from {int(n * (1 - WARMUP_FRACTION))} requests is good to roughly +-10-20%, which moves the one-replica "
+            "rate by up to ~10% and the ten-replica rates by a few percent; raise 'requests' to refine. Sustainable also "
+            "means stable: the search never goes above 99.9% of capacity nor, for sticky sessions, above the load at "
+            f"which the replica with the largest long-run share of the users' traffic saturates ({sticky_limit}).",
+            "Reading the speedups: against a P99 objective one replica must run well below saturation, while N replicas "
+            "behind least request pool their queues and can run hotter, so a speedup can exceed N; as the objective "
+            "loosens, stateless speedups fall to exactly N and sticky ones to 1 / (largest replica share).",
             f"Sticky sessions: {p['users']} users, Zipf exponent {p['zipf_s']:g}; the most active user sends "
             f"{metrics['baseline']['top_user_share_pct']:.1f}% of all requests. Ring hash: "
             f"{p['minimum_ring_size']} entries, xxHash64"
@@ -210,7 +220,8 @@ class HorizontalScalingLab(Lab):
             f"Autoscaling: {auto['requests']} requests over {p['horizon_s']:g} s, load {p['base_rps']:g} -> "
             f"{p['step_rps']:g} req/s at {p['step_at_s']:g} s; HPA on {p['hpa_metric']} (target "
             + (f"{p['target_cpu_pct']:g}%" if p["hpa_metric"] == "cpu" else f"{p['target_in_flight']:g} in flight")
-            + f"), cold start {p['cold_start_s']:g} s + readiness probe every {p['readiness_period_s']:g} s. "
+            + f", averaged over the last sync period), cold start {p['cold_start_s']:g} s + readiness probe every "
+            f"{p['readiness_period_s']:g} s; callers give up after {p['client_timeout_s']:g} s in a queue. "
             "Cold start is a parameter: the lab's own mlp loads in milliseconds and no load time is measured in "
             "data/profiles; 45 s stands for pulling and loading a production-size model.",
             "Not modelled: load-balancer overhead or capacity, shared back ends (feature store, model storage), "
@@ -341,8 +352,8 @@ def _user_hashes(users: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def _ring(n: int, minimum_ring_size: int) -> RingHash:
-    return RingHash(range(n), minimum_ring_size=minimum_ring_size)
+def _ring(n: int, minimum_ring_size: int, hash_balance_factor: int = 0) -> RingHash:
+    return RingHash(range(n), minimum_ring_size=minimum_ring_size, hash_balance_factor=hash_balance_factor)
 
 
 def _keys_moved(p: dict, n: int, keys: np.ndarray) -> float:
@@ -373,46 +384,66 @@ class _SearchContext:
             return RoundRobin()
         if arm == "pattern":
             return LeastRequest(self.streams.fresh("lb"), p["choice_count"])
-        if p["hash_balance_factor"]:
-            return RingHash(range(n), minimum_ring_size=p["minimum_ring_size"],
-                            hash_balance_factor=p["hash_balance_factor"])
-        return _ring(n, p["minimum_ring_size"])
+        return _ring(n, p["minimum_ring_size"], p["hash_balance_factor"])  # keeps no per-run state
 
     def evaluate(self, arm: str, n: int, rho: float, keep: bool = False):
-        """P99 (s) of one run at offered load ``rho`` of n replicas' capacity (same draws every time)."""
+        """P99 (s) of one run at offered load ``rho`` of n replicas' capacity (same draws every time).
+
+        """
         m, skip = self.size(n)
         rate = rho * n * self.mu
         arrivals = self.unit_arrivals[:m] / rate
-        run = simulate_farm(arrivals, self.service[:m], self.policy(arm, n), n, self.keys if n > 1 else None)
+        service = self.service[:m]
+        run = simulate_farm(arrivals, service, self.policy(arm, n), n, self.keys if n > 1 else None)
         lat = (run.end - arrivals)[skip:]
         if keep:
             return {"latency": lat, "host": run.host[skip:]}
         return float(np.percentile(lat, 99))
 
+    def stable_limit(self, arm: str, n: int) -> float:
+        """Highest load (fraction of n replicas' capacity) at which every replica's queue is stable.
+
+        Round robin and least request spread work evenly in the long run (and
+        least request, like bounded-load hashing, sends work away from a
+        backed-up replica), so only the total capacity binds: 1. Plain ring
+        hash sends each replica the traffic of its users for ever, so the
+        replica with the largest long-run share s saturates at load 1/(n s).
+        A finite run cannot see this limit by itself (an overloaded queue
+        needs time to grow past the SLO), so the search never goes beyond it.
+        """
+        if arm != "baseline" or n == 1 or self.p["hash_balance_factor"]:
+            return 1.0
+        p = self.p
+        weights = _zipf_weights(p["users"], p["zipf_s"])
+        hosts = _ring(n, p["minimum_ring_size"]).route(_user_hashes(p["users"]))
+        share = np.bincount(hosts, weights=weights, minlength=n)
+        return float(1.0 / (n * share.max()))
+
     def search(self, arm: str, n: int) -> float:
-        """Largest arrival rate (req/s) whose P99 is within the SLO.
+        """Largest arrival rate (req/s) whose P99 is within the SLO (and every replica stable).
 
         Regula falsi (Illinois variant) on log(P99 / SLO) against
         x = -log(1 - rho), in which a queue's tail latency grows roughly
-        linearly; the bracket starts at rho = 0 (P99 = the inference time's own
-        P99) and rho = RHO_MAX. Returns the feasible end of the final bracket.
+        linearly. The bracket starts at rho = 0 (P99 = the inference time's own
+        P99) and the lower of RHO_MAX and the stability limit. Returns the
+        feasible end of the final bracket.
         """
         m, skip = self.size(n)
-        g0 = math.log(float(np.percentile(self.service[skip:m], 99)) / self.slo)
-        lo, glo = 0.0, g0
-        hi = -math.log(1 - RHO_MAX)
-        ghi = math.log(self.evaluate(arm, n, RHO_MAX) / self.slo)
+        g = lambda x: math.log(self.evaluate(arm, n, 1 - math.exp(-x)) / self.slo)  # noqa: E731
+        lo, glo = 0.0, math.log(float(np.percentile(self.service[skip:m], 99)) / self.slo)
+        top = min(RHO_MAX, self.stable_limit(arm, n) * (1 - 1e-9))
+        hi = -math.log(1 - top)
+        ghi = g(hi)
         if ghi <= 0:
-            return RHO_MAX * n * self.mu
+            return top * n * self.mu
         side = 0
-        for _ in range(30):
+        for _ in range(40):
             if (1 - math.exp(-hi)) - (1 - math.exp(-lo)) < RHO_TOLERANCE:
                 break
-            x = hi - ghi * (hi - lo) / (ghi - glo)
-            # keep the probe inside the bracket and away from its ends
             span = hi - lo
-            x = min(max(x, lo + 0.02 * span), hi - 0.02 * span)
-            gx = math.log(self.evaluate(arm, n, 1 - math.exp(-x)) / self.slo)
+            x = hi - ghi * span / (ghi - glo)
+            x = min(max(x, lo + 0.02 * span), hi - 0.02 * span)  # inside the bracket, away from its ends
+            gx = g(x)
             if gx <= 0:
                 lo, glo = x, gx
                 if side == -1:
@@ -524,6 +555,8 @@ def _autoscale(p: dict, streams: Streams) -> dict:
     p99_w = _grouped_p99(latency, win, n_win) * 1e3
     count_w = np.bincount(win, minlength=n_win)
     timeouts_w = np.bincount(win, weights=~served, minlength=n_win)
+    # a window meets the objective when 99% of its requests were answered within it (a caller that gave up never was)
+    good_w = np.bincount(win, weights=served & (latency * 1e3 <= p["slo_p99_ms"]), minlength=n_win)
     for w in range(n_win):
         t = edges[w]
         rows.append({
@@ -531,6 +564,7 @@ def _autoscale(p: dict, streams: Streams) -> dict:
             "requests": int(count_w[w]),
             "p99_ms": float(p99_w[w]),
             "timeout_pct": float(100 * timeouts_w[w] / count_w[w]) if count_w[w] else np.nan,
+            "within_slo_pct": float(100 * good_w[w] / count_w[w]) if count_w[w] else np.nan,
             "ready_replicas": int(ready_v[np.searchsorted(ready_t, t, side="right") - 1]),
             "spec_replicas": int(spec_v[np.searchsorted(spec_t, t, side="right") - 1]),
         })
@@ -549,7 +583,7 @@ def _autoscale(p: dict, streams: Streams) -> dict:
     # again, after the first window after the step that missed it (0 if none missed it)
     slo = p["slo_p99_ms"]
     after = timeline[timeline["time_s"] >= step_at - 1e-9]
-    ok = ((after["p99_ms"] <= slo) | (after["requests"] == 0)).to_numpy()
+    ok = ((after["within_slo_pct"] >= 99.0) | (after["requests"] == 0)).to_numpy()
     times = after["time_s"].to_numpy()
     missed = np.flatnonzero(~ok)
     recovery = 0.0 if missed.size == 0 else np.nan  # NaN: not met again within the horizon

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 __all__ = [
     "HPAScalingPolicy",
@@ -60,6 +60,7 @@ __all__ = [
     "PodSample",
     "replica_calculator",
     "HorizontalPodAutoscaler",
+    "Decision",
     "hpa_process",
     "Pod",
     "Deployment",

@@ -544,16 +544,6 @@ class FifoFarm:
         """Seconds host ``h`` spent serving up to ``t`` (every arrival before ``t`` already routed)."""
         return self.total_service[h] - max(self.last_end[h] - t, 0.0)
 
-    def utilization(self, h: int, t0: float, t1: float) -> float:
-        """Fraction of [t0, t1] host ``h`` was busy; ``busy_until(h, t0)`` must have been read at t0.
-
-        Prefer ``busy_until`` snapshots: this helper is exact only while no
-        request has been routed since t0 (then the backlog accounts for it).
-        """
-        if t1 <= t0:
-            return 0.0
-        return (self.busy_until(h, t1) - self.busy_until(h, t0)) / (t1 - t0)
-
     def in_flight_area(self, h: int, t: float) -> float:
         """Request-seconds host ``h`` held up to ``t``: the integral of its requests in flight.
 

@@ -23,6 +23,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 START_TIMEOUT_S = 60
 RUN_TIMEOUT_MS = 60_000  # a first run pays imports, a simulation and matplotlib's font cache
 HEADLINE = '[data-testid="stMetricValue"]'
+Q08 = "Q08 · "  # start of the q08 page's title
 
 
 def _free_port() -> int:
@@ -79,7 +80,10 @@ def browser():
 
 @pytest.fixture
 def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=RUN_TIMEOUT_MS)
+    context = browser.new_context(viewport={"width": 1400, "height": 2400})
     p = context.new_page()
     p.set_default_timeout(RUN_TIMEOUT_MS)
     try:
@@ -98,8 +102,11 @@ def timeout_box(page):
     return page.get_by_role("spinbutton", name="client_timeout_s (s)", exact=True)
 
 
-def open_and_settle(page, url):
+def open_and_settle(page, url, heading):
+    """Load a page and wait for its title: right after a load the script state can still read notRunning."""
     page.goto(url, timeout=RUN_TIMEOUT_MS)
+    page.wait_for_selector("[data-test-connection-state=CONNECTED]", timeout=RUN_TIMEOUT_MS)
+    page.get_by_role("heading", name=heading).first.wait_for(timeout=RUN_TIMEOUT_MS)
     settle(page)
 
 
@@ -112,12 +119,12 @@ def reveal(page):
 def test_home_then_q08_widget_moves_the_headline(server, page, tmp_path):
     from playwright.sync_api import expect
 
-    open_and_settle(page, server)
+    open_and_settle(page, server, "ArchLab")
     expect(page.get_by_role("heading", name="ArchLab").first).to_be_visible()
     expect(page.get_by_text("six topics × five questions")).to_be_visible()
     page.screenshot(path=str(tmp_path / "home.png"), full_page=True)
 
-    open_and_settle(page, f"{server}/q08")
+    open_and_settle(page, f"{server}/q08", Q08)
     reveal(page)
     headline = page.locator(HEADLINE).first
     before = headline.inner_text()
@@ -131,6 +138,7 @@ def test_home_then_q08_widget_moves_the_headline(server, page, tmp_path):
     assert after != before
     expect(box).to_have_value("1.00")
     assert re.search(r"[?&]client_timeout_s=1(&|$)", page.url), page.url  # bound to the URL
+    page.get_by_role("heading", name="Headline").scroll_into_view_if_needed()
     page.screenshot(path=str(tmp_path / "q08.png"), full_page=True)
     assert (tmp_path / "q08.png").stat().st_size > 10_000
 
@@ -138,13 +146,13 @@ def test_home_then_q08_widget_moves_the_headline(server, page, tmp_path):
 def test_deep_link_and_bad_link(server, page, tmp_path):
     from playwright.sync_api import expect
 
-    open_and_settle(page, f"{server}/q08?client_timeout_s=1&replicas=8")
+    open_and_settle(page, f"{server}/q08?client_timeout_s=1&replicas=8", Q08)
     expect(timeout_box(page)).to_have_value("1.00")
-    expect(page.get_by_role("slider", name="replicas", exact=True)).to_have_value("8")  # a native range input
+    expect(page.locator('input[type=range][aria-label="replicas"]')).to_have_value("8")  # a native range input
 
-    open_and_settle(page, f"{server}/q08?client_timeout_s=abc&no_such_knob=2")
+    open_and_settle(page, f"{server}/q08?client_timeout_s=abc&no_such_knob=2", Q08)
     alerts = page.locator('[data-testid="stAlert"]')
-    expect(alerts.filter(has_text="client_timeout_s")).to_have_count(1)
+    expect(alerts.filter(has_text="client_timeout_s: 'abc' is not allowed")).to_have_count(1)
     expect(alerts.filter(has_text="no_such_knob")).to_have_count(1)
     expect(timeout_box(page)).to_have_value("30.00")
     assert "client_timeout_s" not in page.url, page.url  # the refused value is dropped from the URL
