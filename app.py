@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parent
 CACHE_TTL_S = 2 * 3600
 ICON_BUILT, ICON_UNBUILT = ":material/science:", ":material/description:"
 PAGES: dict[str, st.Page] = {}  # url path -> page, refreshed on every run by main()
+PREVIOUS_PAGE, CURRENT_PAGE = "_archlab_previous_page", "_archlab_current_page"
+CHECKED = "_archlab_checked"  # (lab id, setting, seed) where the learner asked for region verdicts
 
 
 # --------------------------------------------------------------------------- cached work
@@ -69,7 +71,7 @@ def default_counts(lab_id: str) -> dict | str:
 
 def checked_regions(lab_id: str, setting: tuple, seed: int):
     """Region verdicts if the learner asked for them at this setting (cached), else None."""
-    if (lab_id, setting, seed) not in st.session_state.setdefault("checked", set()):
+    if (lab_id, setting, seed) not in st.session_state.setdefault(CHECKED, set()):
         return None
     with st.spinner("Sweeping parameters to find where each claim holds…"):
         return {v.id: v for v in check_lab(lab_id, setting, seed)}
@@ -242,11 +244,20 @@ def render_lab(q: Question):
     else:
         st.markdown(f":material/menu_book: Notebook for this lab: `{q.notebook}` (not written yet).")
 
+    query = st.query_params.to_dict()
+    if st.session_state.get(PREVIOUS_PAGE) != lab_id:
+        # Widget keys are parameter names (they name the URL settings), so a value set on another lab's
+        # page would follow the learner here. Arriving on a page, whatever the URL does not set starts
+        # at its default: the URL alone decides the view.
+        for p in (*lab.params, ex.SEED):
+            if p.name not in query and p.name in st.session_state and st.session_state[p.name] != p.default:
+                st.session_state[p.name] = p.default
     # A refused value is reset to its default once, before the widgets are drawn again.
     for name, value in st.session_state.pop(f"url_reset::{lab_id}", {}).items():
         st.session_state[name] = value
-    reading = ex.read_query(lab.params, st.query_params.to_dict())
+    reading = ex.read_query(lab.params, query)
     _url_notes(lab_id, reading.problems)
+    notices = st.container()  # filled once the widgets have their values
 
     with st.expander("Settings", expanded=True):
         cols = st.columns(3)
@@ -285,7 +296,7 @@ def render_lab(q: Question):
             notes["seen"] = current
         if notes["seen"] == current:
             for msg in notes["problems"].values():
-                st.warning(f"Link setting refused: {msg}", icon=":material/warning:")
+                notices.warning(f"Link setting refused: {msg}", icon=":material/warning:")
         else:
             del st.session_state[f"url_notes::{lab_id}"]
     link = ex.query_string(current, {**lab.defaults(), "seed": ex.SEED.default})
@@ -334,7 +345,7 @@ def render_lab(q: Question):
     st.subheader("Claims")
 
     def request_check():
-        st.session_state.setdefault("checked", set()).add((lab_id, setting, seed))
+        st.session_state.setdefault(CHECKED, set()).add((lab_id, setting, seed))
 
     regions = checked_regions(lab_id, setting, seed)
     n_runs = 1 + sum(len(s.values) for s in lab.sweeps.values())
@@ -365,7 +376,7 @@ def exercises_box(lab):
 
     def set_up(exercise):
         for name, value in exercise.changes.items():
-            st.session_state[name] = value
+            st.session_state[name] = lab.param(name).validate(value)
         st.session_state[f"watch_{lab.id}"] = tuple(exercise.watch)
         st.session_state[f"revealed_{lab.id}"] = False
         st.session_state.pop(f"predict_{lab.id}", None)
@@ -439,7 +450,10 @@ def main(start: str | None = None):
     sections = {"ArchLab": [PAGES["home"], PAGES["claims"]]}
     for topic, questions in cat.by_topic().items():
         sections[topic.name] = [PAGES[q.id] for q in questions]
-    st.navigation(sections).run()
+    page = st.navigation(sections)
+    st.session_state[PREVIOUS_PAGE] = st.session_state.get(CURRENT_PAGE)
+    st.session_state[CURRENT_PAGE] = next((k for k, p in PAGES.items() if p.title == page.title), None)
+    page.run()
 
 
 if __name__ == "__main__":

@@ -163,6 +163,9 @@ without the pattern, `pattern` with it, and `comparison` holds figures that set 
 outputs read the same on every machine. Change `SEED` to see another draw of the same experiment.
 """)
     c.code("setup", f"""
+import logging
+logging.getLogger("matplotlib").setLevel(logging.ERROR)  # keep one-off notices (font cache) out of the outputs
+
 %matplotlib inline
 import math
 

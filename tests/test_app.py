@@ -196,6 +196,38 @@ def test_refine_quadruples_the_request_budget():
     assert any(f"{rp.default * 4} requests" in m.value for m in at.markdown)
 
 
+def test_back_to_the_defaults():
+    at = reveal(open_app("q08", {"client_timeout_s": "1", "replicas": "8"}), "q08")
+    at.button(key="defaults_q08").click().run()
+    assert_clean(at)
+    assert widget(at, "client_timeout_s").value == 30.0 and widget(at, "replicas").value == 4
+
+
+def test_settings_the_lab_refuses_show_its_message_not_a_traceback():
+    # each value is in range, but the outage would start after the simulated window ends
+    at = reveal(open_app("q08", {"outage_start_s": "100000"}), "q08")
+    assert not at.exception and not at.error
+    text = warnings_text(at)
+    assert "outage_start_s" in text and "valid run" in text
+
+
+def test_a_setting_does_not_follow_the_learner_to_another_lab():
+    """Widget keys are parameter names; q08's request budget must not leak into q12's."""
+    from streamlit.util import calc_hash
+
+    if "q12" not in BUILT:
+        pytest.skip("needs a second lab with a 'requests' parameter")
+    at = open_app("q08")
+    widget(at, "requests").set_value(7000).run()
+    if not hasattr(at, "_page_hash"):
+        pytest.skip("this AppTest cannot open a callable page by url path")
+    at._page_hash = calc_hash("q12")  # what clicking Q12 in the sidebar requests
+    at.run()
+    assert_clean(at)
+    assert at.title[0].value == ex.page_title(CATALOG.get("q12"))
+    assert widget(at, "requests").value == get_lab("q12").param("requests").default
+
+
 def test_find_where_each_claim_holds_shows_regions():
     at = reveal(open_app("q08", timeout=240), "q08")
     at.button(key="check_q08").click().run()

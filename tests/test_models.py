@@ -19,8 +19,9 @@ from sim.dist import Empirical
 from sim.profiles import Profile, load_reference_profile, measure_profile
 
 FLOORS = {"mlp": 0.95, "logreg": 0.93, "forest": 0.95}
-# Measured on seeds 0-4 (torch 2.13 CPU, x86 engine): INT8 scores 0 or 1 test
-# image (of 450) below fp32 and agrees with it on 99.3-99.8% of test images.
+# Measured on seeds 0-5 (torch 2.13 CPU, x86 engine): INT8 scores between 2
+# test images (of 450) below and 1 above fp32, and agrees with fp32 on
+# 99.1-99.8% of test images.
 # The assertion leaves room for other CPUs/quantisation engines.
 INT8_ACC_TOLERANCE = 0.01  # 4.5 test images
 INT8_MIN_AGREEMENT = 0.98
