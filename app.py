@@ -208,7 +208,8 @@ def question_page(q: Question, built: bool, default: bool = False) -> st.Page:
             render_unbuilt(q)
 
     render.__name__ = f"page_{q.id}"
-    return st.Page(render, title=ex.page_title(q), url_path=q.id, icon=ICON_BUILT if built else ICON_UNBUILT, default=default)
+    return st.Page(render, title=ex.page_title(q), url_path=q.id, icon=ICON_BUILT if built else ICON_UNBUILT,
+                   default=default)
 
 
 def render_unbuilt(q: Question):
@@ -239,7 +240,8 @@ def render_lab(q: Question):
     nb = ROOT / q.notebook
     if nb.is_file():
         c1, c2 = st.columns([3, 1])
-        c1.markdown(f":material/menu_book: Notebook for this lab: `{q.notebook}` (open it in Jupyter to see the code behind the page).")
+        c1.markdown(f":material/menu_book: Notebook for this lab: `{q.notebook}` "
+                    "(open it in Jupyter to see the code behind this page).")
         c2.download_button("Download notebook", nb.read_bytes(), file_name=nb.name, key=f"nb_{lab_id}")
     else:
         st.markdown(f":material/menu_book: Notebook for this lab: `{q.notebook}` (not written yet).")
@@ -274,7 +276,7 @@ def render_lab(q: Question):
 
             c2.button(f"Refine: {rp.name} × 4 → {target:,}", key=f"refine_{lab_id}", on_click=refine,
                       disabled=target <= current,
-                      help="Rerun with four times the requests: narrower confidence bands, slower run.")
+                      help=f"Rerun with four times the {rp.name}: narrower confidence bands, a slower run.")
 
         def restore_defaults():
             for p in lab.params:
@@ -444,7 +446,8 @@ def main(start: str | None = None):
     PAGES.clear()
     PAGES["home"] = st.Page(home_page, title="Home", url_path="home", icon=":material/home:",
                             default=start in (None, "home"))
-    PAGES["claims"] = st.Page(claims_page, title="Claims", url_path="claims", icon=":material/balance:", default=start == "claims")
+    PAGES["claims"] = st.Page(claims_page, title="Claims", url_path="claims", icon=":material/balance:",
+                              default=start == "claims")
     for q in cat:
         PAGES[q.id] = question_page(q, q.id in built, default=start == q.id)
     sections = {"ArchLab": [PAGES["home"], PAGES["claims"]]}

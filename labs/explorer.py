@@ -21,7 +21,8 @@ from .contract import Param, ParamError, Verdict
 
 SEED = Param("seed", 0, 0, 2**31 - 1, help="random seed; the same seed gives the same run")
 # Material icons ship with Streamlit's frontend, so they render without an emoji font (headless chromium has none).
-VERDICT_ICON = {"holds": ":material/check_circle:", "fails": ":material/cancel:", "conditional": ":material/contrast:"}
+VERDICT_ICON = {"holds": ":material/check_circle:", "fails": ":material/cancel:",
+                "conditional": ":material/contrast:"}
 VERDICT_COLOUR = {"holds": "green", "fails": "red", "conditional": "orange"}
 DIFFICULTY_ICON = {"foundational": "●○○", "intermediate": "●●○", "advanced": "●●●"}
 _MAX_SLIDER_STEPS = 2000  # more positions than this and a slider is too coarse to aim with
@@ -231,8 +232,10 @@ class PredictionCheck:
         elif self.relative is None:
             off = f"{fmt_number(abs(self.difference), unit)} too {direction}"
         else:
-            off = f"{fmt_number(abs(self.difference), unit)} too {direction} ({abs(self.relative):.0%} of the measured value)"
-        text = f"You predicted {fmt_number(self.predicted, unit)}; the run measured {fmt_number(self.measured, unit)}: {off}."
+            off = (f"{fmt_number(abs(self.difference), unit)} too {direction} "
+                   f"({abs(self.relative):.0%} of the measured value)")
+        text = (f"You predicted {fmt_number(self.predicted, unit)}; "
+                f"the run measured {fmt_number(self.measured, unit)}: {off}.")
         if self.inside_ci is True:
             text += " Your guess is inside the run's 95% confidence interval: as good as this run can tell."
         elif self.inside_ci is False:

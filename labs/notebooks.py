@@ -431,7 +431,7 @@ def generate(lab_id: str, log=None) -> tuple[Path, float]:
     return path, seconds
 
 
-def _generate_quiet(lab_id: str) -> tuple[str, float]:
+def _generate_in_worker(lab_id: str) -> tuple[str, float]:
     path, seconds = generate(lab_id)
     return str(path), seconds
 
@@ -479,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
 
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
-            futures = {pool.submit(_generate_quiet, lab_id): lab_id for lab_id in ids}
+            futures = {pool.submit(_generate_in_worker, lab_id): lab_id for lab_id in ids}
             for fut in as_completed(futures):
                 lab_id = futures[fut]
                 try:

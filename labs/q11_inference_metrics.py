@@ -76,17 +76,21 @@ class InferenceMetricsLab(Lab):
     refine_param = "requests"
     budget_s = 0.5
     params = (
-        Param("rate_rps", 4000.0, 10.0, 200000.0, unit="req/s", help="offered load: Poisson arrivals per second, all arms (default: just above what one unbatched instance serves)"),
-        Param("requests", 10000, 1000, 200000, unit="requests", help="request budget per arm; the simulated window is requests / rate_rps"),
+        Param("rate_rps", 4000.0, 10.0, 200000.0, unit="req/s",
+              help="offered load: Poisson arrivals per second, all arms (default: just above what one unbatched instance serves)"),
+        Param("requests", 10000, 1000, 200000, unit="requests",
+              help="request budget per arm; the simulated window is requests / rate_rps"),
         # Triton dynamic-batching settings (pattern and int8 arms)
-        Param("max_batch_size", 32, 1, 64, unit="requests", help="largest batch the model takes (Triton max_batch_size; 64 = largest measured)"),
+        Param("max_batch_size", 32, 1, 64, unit="requests",
+              help="largest batch the model takes (Triton max_batch_size; 64 = largest measured)"),
         Param("preferred_batch_size", "none", choices=PREFERRED_CHOICES,
               help="sizes sent as soon as they can be formed (Triton preferred_batch_size; default none)"),
         Param("max_queue_delay_microseconds", 0, 0, 1000000, unit="us",
               help="longest hold of the oldest request waiting for a fuller batch (Triton default 0)"),
         Param("instance_count", 1, 1, 8, unit="instances",
               help="model instances, each one single-threaded core running one batch at a time (all arms)"),
-        Param("sweep_requests", 1500, 200, 50000, unit="requests", help="requests per offered-load point of the load sweep plot"),
+        Param("sweep_requests", 1500, 200, 50000, unit="requests",
+              help="requests per offered-load point of the load sweep plot"),
     )
     _rates = (250.0, 500.0, 800.0, 1200.0, 2000.0, 4000.0, 10000.0, 25000.0)
     sweeps = {
@@ -101,9 +105,9 @@ class InferenceMetricsLab(Lab):
     exercises = (
         Exercise("Cap batches at 4 requests (max_batch_size = 4). Does the gain in saturation throughput over "
                  "no batching now land in the seed's 3-5x?", {"max_batch_size": 4}, ("comparison", "throughput_gain_x")),
-        Exercise("Let the batcher hold requests up to 10 ms for fuller batches (the seed's 'collect 10-50 ms'). "
-                 "What happens to the pattern's median latency at 1500 req/s?",
-                 {"max_queue_delay_microseconds": 10000}, ("pattern", "p50_ms")),
+        Exercise("At 1000 req/s, let the batcher hold requests up to 10 ms for fuller batches (the seed's "
+                 "'collect 10-50 ms'). What happens to the pattern's median latency, and to its batch size?",
+                 {"rate_rps": 1000.0, "max_queue_delay_microseconds": 10000}, ("pattern", "p50_ms")),
         Exercise("Drop the offered load to 250 req/s. How large is the unbatched service's P99 compared with its P50 now?",
                  {"rate_rps": 250.0}, ("baseline", "p99_over_p50_x")),
     )
@@ -114,7 +118,8 @@ class InferenceMetricsLab(Lab):
         if pref and max(pref) > p["max_batch_size"]:
             raise ParamError(f"parameter preferred_batch_size: {p['preferred_batch_size']!r} is not allowed; expected "
                              f"none or sizes <= max_batch_size ({p['max_batch_size']}): one of "
-                             + ", ".join(c for c in PREFERRED_CHOICES if c == "none" or max(_preferred(c)) <= p["max_batch_size"]))
+                             + ", ".join(c for c in PREFERRED_CHOICES
+                                         if c == "none" or max(_preferred(c)) <= p["max_batch_size"]))
         batching = DynamicBatchingConfig(p["max_batch_size"], pref, p["max_queue_delay_microseconds"], p["instance_count"])
         return {"baseline": DynamicBatchingConfig(1, (), 0, p["instance_count"]), "pattern": batching, "int8": batching}
 
@@ -273,6 +278,11 @@ def _load_sweep(p, cfgs, services, unit_arrivals, saturation) -> pd.DataFrame:
                                           kind="stable").reset_index(drop=True)
 
 
+def _slow_share(pr: Profile, b: int) -> float:
+    x = pr.samples[b]
+    return 100.0 * float(np.mean(x > 4 * np.median(x)))
+
+
 def _notes(p, n, window, m, cfgs) -> list[str]:
     fp, q8 = profile(FP32), profile(INT8)
     prov = fp.provenance
@@ -285,7 +295,6 @@ def _notes(p, n, window, m, cfgs) -> list[str]:
                 f"{v.get('date', '?')}" + (f", 1-min load average {load:g} while measuring" if load is not None else ""))
 
     base, pat, i8, cmp_ = m["baseline"], m["pattern"], m["int8"], m["comparison"]
-    b1 = fp.summary()[1]
     notes = [
         f"Simulated window: {window:.4g} s ({n} Poisson requests per arm at {p['rate_rps']:g} req/s); the load sweep "
         f"uses the first {p['sweep_requests']} of the same arrivals at each rate (more above the unbatched "
@@ -293,10 +302,11 @@ def _notes(p, n, window, m, cfgs) -> list[str]:
         f"Service times are measured, not modelled: data/profiles/mlp.json ({where(fp)}) and mlp_int8.json "
         f"({where(q8)}), produced by {prov.get('generated_by', 'bench/measure_profiles.py')} for model seed "
         f"{prov.get('model_seed', 0)}. Sizes between measured ones are interpolated by sim.profiles.",
-        f"The measured times are heavy-tailed: at batch 1 the median is {b1['p50'] * 1e3:.3g} ms but the mean is "
-        f"{b1['mean'] * 1e3:.3g} ms and the P99 {b1['p99'] * 1e3:.3g} ms (wall time of single calls on a shared machine; "
-        "pauses by other processes are part of it). The mean sets the capacity, so the saturation figures depend "
-        "on that tail as much as on the model.",
+        "Call times at batch 1 (median / mean / P99): " + "; ".join(
+            f"{label} {pr.summary()[1]['p50'] * 1e3:.3g} / {pr.summary()[1]['mean'] * 1e3:.3g} / "
+            f"{pr.summary()[1]['p99'] * 1e3:.3g} ms" for label, pr in (("FP32", fp), ("INT8", q8)))
+        + ". These are wall times of single calls on a shared machine, pauses by other processes included; the "
+        "tail sets the simulated latency tails and, through the mean, the saturation throughput.",
         f"Saturation throughput = completions per second with an always-full queue (same random numbers): baseline "
         f"{base['saturation_rps']:.4g}, pattern {pat['saturation_rps']:.4g}, int8 {i8['saturation_rps']:.4g} req/s "
         f"(renewal formula instances x B / mean time of a batch of B: {base['capacity_rps']:.4g}, "
@@ -309,8 +319,13 @@ def _notes(p, n, window, m, cfgs) -> list[str]:
         f"INT8: accuracy {100 * q8.accuracy:.2f}% vs FP32 {100 * fp.accuracy:.2f}% on the same 450 test digits "
         f"(one digit is 0.22 points); accuracy_loss_pct is the difference in percentage points. int8_speedup_x is the "
         f"ratio of median call times at max_batch_size = {p['max_batch_size']}; the best over measured sizes is "
-        f"{cmp_['int8_speedup_best_x']:.2f}x at batch {int(cmp_['int8_speedup_best_batch'])}. Dynamic INT8 quantization "
-        "quantizes activations at run time, which costs more than it saves on a network this small.",
+        f"{cmp_['int8_speedup_best_x']:.2f}x at batch {int(cmp_['int8_speedup_best_batch'])} (FP32 / INT8 median per batch "
+        "size: " + ", ".join(f"{b}: {x:.2f}x" for b, x in _int8_ratios()["speedup_x"].items()) + "). A likely reason: "
+        "dynamic quantization converts each call's activations to INT8 and back at run time, and on matrices this "
+        "small that overhead is as large as the saving in the matrix products.",
+        "Slow calls (over 4x the median) per batch size, FP32 / INT8: " + ", ".join(
+            f"{b}: {_slow_share(fp, b):.0f}% / {_slow_share(q8, b):.0f}%" for b in fp.batch_sizes if b in q8.batch_sizes)
+        + ".",
     ]
     for arm in ARMS:
         if m[arm]["load_pct"] >= 100:

@@ -34,11 +34,10 @@ A request that arrives at the very instant a decision is made is part of that
 decision (it is already queued). Requests never time out and the queue is
 unbounded (Triton's defaults ``default_timeout_microseconds`` 0 and
 ``max_queue_size`` 0); priorities and ``preserve_ordering`` are not modelled.
-Note: this is the documented behaviour above. Triton's C++ scheduler
-additionally stops growing a pending batch at the largest preferred size when
-preferred sizes are given; under rule 1 that only matters when a delay expires
-with more requests than the largest preferred size queued, which rule 1 already
-prevents (that size would have been sent).
+This follows the documented behaviour (batcher.md) rather than every corner of
+Triton's C++ scheduler. One consequence worth knowing: with preferred sizes set,
+no batch is ever larger than the largest preferred size (rule 1 fires first),
+so ``max_batch_size`` then only bounds what a backlog could have formed.
 
 Two engines give the same answer for the same inputs (the tests check them
 request by request):

@@ -124,7 +124,11 @@ def test_home_then_q08_widget_moves_the_headline(server, page, tmp_path):
     expect(page.get_by_text("six topics × five questions")).to_be_visible()
     page.screenshot(path=str(tmp_path / "home.png"), full_page=True)
 
-    open_and_settle(page, f"{server}/q08", Q08)
+    # the map's card links to the lab page within the same session
+    page.locator('[data-testid="stPageLink"] a', has_text="Q08").first.click()
+    page.get_by_role("heading", name=Q08).first.wait_for(timeout=RUN_TIMEOUT_MS)
+    settle(page)
+    assert page.url.rstrip("/").endswith("/q08"), page.url
     reveal(page)
     headline = page.locator(HEADLINE).first
     before = headline.inner_text()
