@@ -1,17 +1,15 @@
 """Plot helpers shared by labs: one look for every lab's figures.
 
 Labs call these from their ``plots(result)``; the explorer and the notebooks
-only display the figures. Matplotlib's object API is used (no pyplot state),
+only display the figures. The backend is left to the caller (a notebook's
+inline backend, Agg on a headless machine). Matplotlib's object API is used (no pyplot state),
 so figures can be made in threads and closed explicitly.
 """
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
 ARM_COLOURS = {"baseline": "#c0392b", "pattern": "#2471a3", "comparison": "#7d3c98"}
 EXTRA_COLOURS = ("#27ae60", "#d68910", "#5d6d7e", "#a04000", "#117a65")
