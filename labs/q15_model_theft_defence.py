@@ -164,6 +164,8 @@ class ModelTheftLab(Lab):
         for arm in ("labels_only", "rounding", "noise", "validator"):
             comp[f"{arm}_slowdown_x"] = metrics[arm]["extraction_queries"] / base["extraction_queries"]
         comp["rate_limit_time_slowdown_x"] = metrics["rate_limit"]["extraction_time_h"] / base["extraction_time_h"]
+        # the defended attack's duration, in queries an attacker could send to the open API meanwhile
+        comp["time_equivalent_queries"] = pat["extraction_time_h"] * 3600.0 * p["attacker_rps"]
         metrics["comparison"] = comp
         intervals["comparison"] = {"utility_loss_pct": honest["pattern"]["loss_interval"]}
 
@@ -182,6 +184,21 @@ class ModelTheftLab(Lab):
 
 
 # ---------------------------------------------------------------------- the expensive part (cached)
+_CODE_DIGEST: list[str] = []
+
+
+def _compute_code_digest() -> str:
+    """Digest of the code and constants that produce cached results (not of notes or plots),
+    so editing the presentation keeps the cache and editing the experiment refreshes it."""
+    if not _CODE_DIGEST:
+        import inspect
+
+        text = inspect.getsource(_Context) + inspect.getsource(_defences)
+        consts = (GRID, CURVE_MIN_END, DETECT_N, CALIBRATION_SHARE, EXTRACTION_VERSION)
+        _CODE_DIGEST.append(X.fingerprint([text, consts]))
+    return _CODE_DIGEST[0]
+
+
 class _Context:
     """One run's access to the victim, the attacker's queries and the cache.
 
@@ -202,7 +219,7 @@ class _Context:
         self._dirty: set[int] = set()
         self._noise: dict[int, np.ndarray] = {}
         self._validator = None
-        self.code = {"lab": X.file_digest(str(_HERE)), "extraction": X.file_digest(str(_EXTRACTION_PY)),
+        self.code = {"lab": _compute_code_digest(), "extraction": X.file_digest(str(_EXTRACTION_PY)),
                      "models": X.file_digest(str(_MODELS_PY)), "version": EXTRACTION_VERSION}
 
     # -- keys
@@ -397,20 +414,8 @@ class _Context:
         return out
 
     # -- one extraction curve
-    def defences(self, arm: str) -> tuple[X.OutputPolicy, bool]:
-        p = self.p
-        policy = {
-            "baseline": X.OutputPolicy(), "rate_limit": X.OutputPolicy(), "validator": X.OutputPolicy(),
-            "labels_only": X.OutputPolicy(labels_only=True),
-            "rounding": X.OutputPolicy(decimals=p["round_decimals"]),
-            "noise": X.OutputPolicy(noise_scale=p["noise_scale"]),
-            "pattern": X.OutputPolicy(labels_only=True) if p["labels_only"] else
-            X.OutputPolicy(decimals=p["round_decimals"], noise_scale=p["noise_scale"]),
-        }[arm]
-        return policy, arm in ("validator", "pattern")
-
     def curve(self, arm: str) -> dict:
-        policy, validated = self.defences(arm)
+        policy, validated = _defences(arm, self.p)
         p = self.p
         key = {**self._stream_key(), "lab": self.code["lab"], "labels_only": policy.labels_only,
                "decimals": policy.decimals, "noise_scale": policy.noise_scale if policy.uses_noise else 0.0,
@@ -475,6 +480,19 @@ class _Context:
 
 
 # ---------------------------------------------------------------------- cheap, live parts
+def _defences(arm: str, p: dict) -> tuple[X.OutputPolicy, bool]:
+    """An arm's output policy and whether it validates inputs."""
+    policy = {
+        "baseline": X.OutputPolicy(), "rate_limit": X.OutputPolicy(), "validator": X.OutputPolicy(),
+        "labels_only": X.OutputPolicy(labels_only=True),
+        "rounding": X.OutputPolicy(decimals=p["round_decimals"]),
+        "noise": X.OutputPolicy(noise_scale=p["noise_scale"]),
+        "pattern": X.OutputPolicy(labels_only=True) if p["labels_only"] else
+        X.OutputPolicy(decimals=p["round_decimals"], noise_scale=p["noise_scale"]),
+    }[arm]
+    return policy, arm in ("validator", "pattern")
+
+
 def _bucket(p: dict) -> TokenBucket:
     return TokenBucket(p["max_tokens"], p["tokens_per_fill"], p["fill_interval"])
 
@@ -500,12 +518,10 @@ def _honest_utility(seed: int, p: dict, facts: dict) -> dict:
     P = np.asarray(facts["proba"])
     y = np.asarray(facts["y_test"])
     noise = Streams(seed).fresh("honest_noise").standard_normal((HONEST_REPEATS,) + P.shape)
-    ctx_policy = _Context.defences
     out = {}
     base_correct = (P.argmax(axis=1) == y).astype(float)
-    shim = type("S", (), {"p": p})()
     for arm in EXTRACTION_ARMS:
-        policy, _ = ctx_policy(shim, arm)
+        policy, _ = _defences(arm, p)
         reps = range(HONEST_REPEATS) if policy.uses_noise else range(1)
         per_image = np.zeros(len(y))
         eces, briers = [], []
@@ -520,7 +536,7 @@ def _honest_utility(seed: int, p: dict, facts: dict) -> dict:
         half = 1.96 * diff.std(ddof=1) / math.sqrt(len(y)) if diff.std() > 0 else 0.0
         out[arm] = {"accuracy_pct": 100 * float(per_image.mean()), "ece_pct": 100 * float(np.mean(eces)),
                     "brier": float(np.mean(briers)),
-                    "loss_interval": (100 * (float(diff.mean()) - half), 100 * (float(diff.mean()) + half)),
+                    "loss_interval": (100 * (float(diff.mean()) - float(half)), 100 * (float(diff.mean()) + float(half))),
                     "acc_interval": tuple(100 * v for v in _mean_interval(per_image))}
     return out
 
@@ -528,7 +544,7 @@ def _honest_utility(seed: int, p: dict, facts: dict) -> dict:
 def _mean_interval(x: np.ndarray) -> tuple[float, float]:
     m = float(np.mean(x))
     half = 1.96 * float(np.std(x, ddof=1)) / math.sqrt(len(x)) if len(x) > 1 else 0.0
-    return (m - half, m + half)
+    return (float(m - half), float(m + half))
 
 
 def _honest_traffic(seed: int, p: dict) -> dict:
@@ -680,8 +696,6 @@ def _notes(p, facts, detection, curves, metrics, bucket, ctx) -> list[str]:
         "encryption, secure enclaves, differential privacy; an attacker that adapts its queries to the validator "
         "or a stronger copy (a neural network) would need fewer queries, not more.",
     ]
-    if ctx.computed:
-        notes.append(f"Computed this run (then cached): {', '.join(sorted(ctx.computed))} in {ctx.compute_s:.1f} s.")
     return notes
 
 

@@ -388,6 +388,8 @@ def queries_to_reach(queries, values, target: float) -> tuple[float, bool]:
         return float(q[0]), True
     v0, v1 = v[i - 1], v[i]
     frac = (target - v0) / (v1 - v0) if v1 > v0 else 1.0
+    if frac >= 1.0:
+        return float(q[i]), True
     return float(np.exp(np.log(q[i - 1]) + frac * (np.log(q[i]) - np.log(q[i - 1])))), True
 
 
@@ -428,9 +430,9 @@ def torch_input_gradient(module, X: np.ndarray, y: np.ndarray) -> np.ndarray:
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        x = torch.tensor(np.asarray(X, dtype=np.float32), requires_grad=True)
-        loss = torch.nn.functional.cross_entropy(module(x), torch.as_tensor(np.asarray(y), dtype=torch.long),
-                                                 reduction="sum")
+        x = torch.tensor(np.array(X, dtype=np.float32), requires_grad=True)
+        target = torch.tensor(np.array(y, dtype=np.int64))
+        loss = torch.nn.functional.cross_entropy(module(x), target, reduction="sum")
         loss.backward()
         return x.grad.numpy().astype(np.float64)
     finally:

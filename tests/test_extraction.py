@@ -1,0 +1,298 @@
+"""sim.extraction: attacker queries, ART-style output defences, the input validator, the copy, FGSM."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from sim import extraction as X
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return X.digits_split()
+
+
+def test_digits_split_is_the_model_layers_split(digits):
+    import sim.models as M
+
+    for a, b in zip(digits, M.digits_split()):
+        np.testing.assert_array_equal(a, b)
+    assert digits[1].shape == (450, 64)
+
+
+# --------------------------------------------------------------------------- queries
+def _stream(kind="public_mix", noise=1.0, chunk=1000, public=None):
+    if public is None and kind == "public_mix":
+        public = X.digits_split()[0][:20]
+    return X.QueryStream(kind, lambda c: np.random.default_rng([7, c]), public, noise, chunk=chunk)
+
+
+def test_queries_respect_the_schema_and_are_reproducible_by_range():
+    s = _stream()
+    q = s.take(0, 3500)
+    assert q.dtype == np.uint8 and q.shape == (3500, 64)
+    assert q.min() >= 0 and q.max() <= 16
+    # any range regenerates the same rows, whatever was drawn before, in any order
+    again = _stream()
+    np.testing.assert_array_equal(again.take(2500, 3100), q[2500:3100])
+    np.testing.assert_array_equal(again.take(999, 1001), q[999:1001])
+    syn = _stream("synthetic").take(0, 5000)
+    assert syn.min() == 0 and syn.max() == 16 and abs(syn.mean() - 8) < 0.1
+
+
+def test_noise_free_mixups_stay_between_their_two_images():
+    pub = np.array([[0.0] * 64, [16.0] * 64])
+    q = _stream(noise=0.0, public=pub).take(0, 2000)
+    assert np.all(q.min(axis=1) == q.max(axis=1))  # a blend of an all-0 and an all-16 image is flat
+    assert set(np.unique(q[:, 0])) <= set(range(17))
+
+
+def test_unknown_kind_and_missing_public_data_are_refused():
+    with pytest.raises(ValueError):
+        X.QueryStream("adaptive", lambda c: np.random.default_rng(c))
+    with pytest.raises(ValueError):
+        X.QueryStream("public_mix", lambda c: np.random.default_rng(c), None)
+
+
+# --------------------------------------------------------------------------- output defences (ART semantics)
+P = np.array([[0.70, 0.20, 0.10], [0.05, 0.15, 0.80], [0.3334, 0.3333, 0.3333]])
+
+
+def test_class_labels_returns_one_hot_of_the_top_class_per_row():
+    out = X.OutputPolicy(labels_only=True).apply(P)
+    np.testing.assert_array_equal(out, [[1, 0, 0], [0, 0, 1], [1, 0, 0]])
+
+
+def test_rounded_is_numpy_around_without_renormalisation():
+    out = X.OutputPolicy(decimals=1).apply(P)
+    np.testing.assert_array_equal(out, np.around(P, 1))
+    assert out[2].sum() == pytest.approx(0.9)  # ART does not renormalise
+
+
+def test_gaussian_noise_adds_clips_and_renormalises():
+    noise = np.array([[1.0, -1.0, 0.0], [0.0, 0.0, 0.0], [-10.0, -10.0, -10.0]])
+    out = X.OutputPolicy(noise_scale=0.1).apply(P, noise)
+    expect0 = np.array([0.8, 0.1, 0.1])
+    np.testing.assert_allclose(out[0], expect0 / expect0.sum())
+    np.testing.assert_allclose(out[1], P[1] / P[1].sum())
+    np.testing.assert_allclose(out[2], [1 / 3] * 3)  # everything clipped to 0: uniform, not NaN
+    with pytest.raises(ValueError):
+        X.OutputPolicy(noise_scale=0.1).apply(P)
+    assert not X.OutputPolicy(labels_only=True, noise_scale=0.5).uses_noise
+
+
+def test_targets_are_renormalised_answers():
+    T = X.to_targets(np.array([[0.5, 0.3, 0.0], [0.0, 0.0, 0.0]]))
+    np.testing.assert_allclose(T, [[0.625, 0.375, 0.0], [1 / 3, 1 / 3, 1 / 3]])
+
+
+# --------------------------------------------------------------------------- the validator
+def test_mahalanobis_matches_the_direct_formula(digits):
+    from sklearn.covariance import LedoitWolf
+
+    Xtr, Xte, ytr, _ = digits
+    det = X.MahalanobisDetector().fit(Xtr)
+    lw = LedoitWolf().fit(Xtr.astype(float))
+    D = Xte[:50] - lw.location_
+    direct = np.einsum("ij,jk,ik->i", D, lw.precision_, D)
+    np.testing.assert_allclose(det.score(Xte[:50]), direct, rtol=1e-6)
+
+    cc = X.MahalanobisDetector(class_conditional=True).fit(Xtr, ytr)
+    means = np.stack([Xtr[ytr == c].mean(axis=0) for c in range(10)])
+    lw2 = LedoitWolf(assume_centered=True).fit(Xtr - means[ytr])
+    per_class = np.stack([np.einsum("ij,jk,ik->i", Xte[:50] - m, lw2.precision_, Xte[:50] - m) for m in means])
+    np.testing.assert_allclose(cc.score(Xte[:50]), per_class.min(axis=0), rtol=1e-6)
+
+
+def test_validator_threshold_hits_its_false_positive_rate_on_calibration_data(digits):
+    Xtr, Xte, ytr, _ = digits
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(Xtr))
+    cal, fit = order[:600], order[600:]
+    v = X.InputValidator.calibrated(Xtr[fit], ytr[fit], Xtr[cal], fpr=0.05)
+    flagged = 1 - v.accepts(Xtr[cal]).mean()
+    assert flagged <= 0.05 and flagged >= 0.05 - 1 / 600 - 1e-12
+    # held-out digits are flagged at about the same rate (binomial tolerance)
+    fp = 1 - v.accepts(Xte).mean()
+    assert fp < 0.05 + 3 * math.sqrt(0.05 * 0.95 / len(Xte))
+    with pytest.raises(ValueError):
+        X.InputValidator.calibrated(Xtr[fit], ytr[fit], Xtr[cal], fpr=0.0)
+
+
+def test_schema_check_refuses_malformed_rows(digits):
+    v = X.InputValidator(detector=None)
+    good = digits[1][:4].astype(float)
+    bad = good.copy()
+    bad[0, 3] = 17
+    bad[1, 5] = -1
+    bad[2, 7] = np.nan
+    bad[3, 9] = 2.5
+    assert v.schema_ok(good).all()
+    assert not v.schema_ok(bad).any()
+    assert (v.check(bad) == X.SCHEMA).all()
+    assert not v.schema_ok(np.zeros((3, 63))).any()  # wrong shape
+    oor = X.out_of_range_inputs(np.random.default_rng(1), digits[1], 400)
+    assert not v.schema_ok(oor).any()
+
+
+def test_the_validator_flags_things_that_are_not_digits(digits):
+    Xtr, Xte, ytr, _ = digits
+    v = X.InputValidator.calibrated(Xtr, ytr, Xtr, fpr=0.01)
+    rng = np.random.default_rng(2)
+    assert (v.check(X.noise_images(rng, 300)) == X.OOD).mean() > 0.95
+    patches = X.natural_patches(rng, 300)
+    assert patches.shape == (300, 64) and v.schema_ok(patches).all()
+    assert (v.check(patches) != X.ACCEPTED).mean() > 0.8
+
+
+# --------------------------------------------------------------------------- the copy
+def test_surrogate_learns_from_soft_targets_and_keeps_training():
+    rng = np.random.default_rng(3)
+    W = rng.normal(size=(64, 10))
+    Xq = rng.integers(0, 17, (4000, 64)).astype(np.uint8)
+    logits = (Xq / 16.0) @ W * 3
+    T = np.exp(logits - logits.max(axis=1, keepdims=True))
+    T /= T.sum(axis=1, keepdims=True)
+    s = X.SoftmaxSurrogate(np.random.default_rng(0))
+    assert (s.predict(Xq[:10]) == 0).all()  # untrained: all zeros
+    s.train(Xq[:3000], T[:3000], 300)
+    first = np.mean(s.predict(Xq[3000:]) == T[3000:].argmax(axis=1))
+    s.train(Xq[:3000], T[:3000], 1500)
+    second = np.mean(s.predict(Xq[3000:]) == T[3000:].argmax(axis=1))
+    assert second >= first and second > 0.8
+
+
+def test_surrogate_is_deterministic_for_a_seed():
+    rng = np.random.default_rng(4)
+    Xq = rng.integers(0, 17, (500, 64)).astype(np.uint8)
+    T = X.to_targets(rng.random((500, 10)))
+    a, b = X.SoftmaxSurrogate(np.random.default_rng(9)), X.SoftmaxSurrogate(np.random.default_rng(9))
+    a.train(Xq, T, 200)
+    b.train(Xq, T, 200)
+    np.testing.assert_array_equal(a.decision(Xq), b.decision(Xq))
+
+
+def test_steps_budget():
+    assert X.steps_for(0) == 0
+    assert X.steps_for(10) == 150
+    assert X.steps_for(10_000) == math.ceil(5 * 10_000 / 128)
+    assert X.steps_for(10**7) == 1500
+
+
+def test_queries_to_reach_interpolates_in_log_queries():
+    q = [10, 100, 1000]
+    assert X.queries_to_reach(q, [0.5, 0.7, 0.9], 0.8) == (pytest.approx(math.sqrt(100 * 1000)), True)
+    assert X.queries_to_reach(q, [0.85, 0.9, 0.95], 0.8) == (10.0, True)
+    value, reached = X.queries_to_reach(q, [0.5, 0.6, 0.7], 0.8)
+    assert math.isnan(value) and not reached
+    # the first crossing counts, even if the curve dips later
+    assert X.queries_to_reach(q, [0.5, 0.8, 0.7], 0.8) == (100.0, True)
+
+
+# --------------------------------------------------------------------------- FGSM
+def test_fgsm_moves_every_pixel_by_eps_in_the_gradient_sign_and_clips():
+    Xc = np.array([[0.0, 8.0, 16.0, 5.0]])
+    g = np.array([[-1.0, 2.0, 3.0, 0.0]])
+    np.testing.assert_array_equal(X.fgsm(Xc, g, 2), [[0.0, 10.0, 16.0, 5.0]])
+
+
+def test_fgsm_minimal_uses_the_smallest_eps_that_fools():
+    # a 1-D "model": predicts 1 when the first pixel exceeds 10
+    predict = lambda A: (np.asarray(A)[:, 0] > 10).astype(int)  # noqa: E731
+    Xc = np.array([[9.0, 0], [7.0, 0], [2.0, 0]])
+    y = np.array([0, 0, 0])
+    g = np.ones_like(Xc)
+    adv, used = X.fgsm_minimal(Xc, y, g, predict, eps=5)
+    np.testing.assert_array_equal(used, [2, 4, 5])
+    np.testing.assert_array_equal(adv[:, 0], [11, 11, 7])
+
+
+def test_logreg_gradient_matches_finite_differences(digits):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    Xtr, Xte, ytr, yte = digits
+    pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(Xtr, ytr)
+    x, y = Xte[:3].astype(float), yte[:3]
+    g = X.logreg_input_gradient(pipe, x, y)
+
+    def loss(rows):
+        return -np.log(pipe.predict_proba(rows)[np.arange(len(rows)), y])
+
+    h = 1e-4
+    for j in (20, 35, 43):
+        e = np.zeros_like(x)
+        e[:, j] = h
+        fd = (loss(x + e) - loss(x - e)) / (2 * h)
+        np.testing.assert_allclose(g[:, j], fd, rtol=1e-3, atol=1e-6)
+
+
+def test_torch_gradient_matches_finite_differences():
+    import torch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3)).double()
+    x = np.random.default_rng(0).normal(size=(2, 4))
+    y = np.array([0, 2])
+    g = X.torch_input_gradient(net.float(), x, y)
+    net = net.double()
+
+    def loss(rows):
+        with torch.no_grad():
+            return torch.nn.functional.cross_entropy(net(torch.tensor(rows)), torch.tensor(y), reduction="sum").item()
+
+    for j in range(4):
+        e = np.zeros_like(x)
+        e[:, j] = 1e-5
+        fd = (loss(x + e) - loss(x - e)) / 2e-5
+        assert g[:, j].sum() == pytest.approx(fd, rel=1e-3, abs=1e-5)
+
+
+def test_random_perturbation_is_plus_or_minus_eps():
+    Xc = np.full((5, 64), 8.0)
+    r = X.random_perturbation(np.random.default_rng(0), Xc, 3)
+    assert set(np.unique(r)) == {5.0, 11.0}
+
+
+# --------------------------------------------------------------------------- utility measures and intervals
+def test_calibration_measures():
+    y = np.array([0, 1, 0, 1])
+    perfect = np.eye(2)[y]
+    assert X.expected_calibration_error(perfect, y) == 0.0
+    assert X.brier_score(perfect, y) == 0.0
+    half = np.full((4, 2), 0.5)  # confidence 0.5; argmax picks class 0, right on half the rows
+    assert X.expected_calibration_error(half, y) == pytest.approx(0.0)
+    assert X.brier_score(half, y) == pytest.approx(0.5)
+    sure_wrong = np.eye(2)[1 - y]
+    assert X.expected_calibration_error(sure_wrong, y) == pytest.approx(1.0)
+    assert X.brier_score(sure_wrong, y) == pytest.approx(2.0)
+
+
+def test_wilson_interval():
+    lo, hi = X.wilson_interval(0, 100)
+    assert lo == 0.0 and 0.03 < hi < 0.04
+    lo, hi = X.wilson_interval(50, 100)
+    assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
+    assert all(math.isnan(v) for v in X.wilson_interval(0, 0))
+
+
+# --------------------------------------------------------------------------- the disk cache
+def test_disk_cache_round_trips_and_survives_damage(tmp_path, monkeypatch):
+    monkeypatch.setenv("ARCHLAB_CACHE", str(tmp_path))
+    c = X.DiskCache("test")
+    assert str(c.folder).startswith(str(tmp_path))
+    key = {"a": 1, "b": [1.5, "x"]}
+    assert c.get_json("thing", key) is None
+    c.put_json("thing", key, {"v": [0.1, 0.2]})
+    assert c.get_json("thing", key) == {"v": [0.1, 0.2]}
+    assert c.get_json("thing", {"a": 2, "b": [1.5, "x"]}) is None
+    arr = np.arange(12, dtype=np.float32).reshape(3, 4)
+    c.put_array("arr", key, arr)
+    np.testing.assert_array_equal(c.get_array("arr", key), arr)
+    for path in c.folder.iterdir():  # truncate every file: reads become misses, not crashes
+        path.write_bytes(path.read_bytes()[:5])
+    assert c.get_json("thing", key) is None
+    assert c.get_array("arr", key) is None
