@@ -298,6 +298,13 @@ class Lab:
         """Matplotlib figures for a result (labs override)."""
         return []
 
+    def prepare(self, seed: int = 0) -> None:
+        """Build what the default run reads from caches (trained models, attack curves).
+
+        Paid once per machine and seed; labs without such work keep this no-op.
+        The test suite calls it once before the tests start, so timed runs are warm.
+        """
+
     def run(self, seed: int = 0, **params) -> Result:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ParamError(f"parameter seed: {seed!r} is not allowed; expected a non-negative integer")

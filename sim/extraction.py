@@ -62,6 +62,8 @@ from typing import Callable
 
 import numpy as np
 
+from .cache import cache_root
+
 __all__ = [
     "N_FEATURES", "N_CLASSES", "PIXEL_LOW", "PIXEL_HIGH", "CHUNK", "QUERY_KINDS",
     "digits_split", "QueryStream", "OutputPolicy", "to_targets",
@@ -70,7 +72,7 @@ __all__ = [
     "fgsm", "fgsm_minimal", "torch_input_gradient", "logreg_input_gradient",
     "natural_patches", "noise_images", "out_of_range_inputs", "random_perturbation",
     "expected_calibration_error", "brier_score", "wilson_interval",
-    "cache_root", "DiskCache", "fingerprint", "file_digest",
+    "cache_root", "DiskCache", "fingerprint", "file_digest", "CODE_DIGEST",
 ]
 
 N_FEATURES = 64
@@ -307,8 +309,8 @@ class InputValidator:
 
 
 # --------------------------------------------------------------------------- the attacker's copy
-def steps_for(n: int, epochs: float = 5.0, batch_size: int = 128, min_steps: int = 150,
-              max_steps: int = 1500) -> int:
+def steps_for(n: int, epochs: float = 5.0, batch_size: int = 256, min_steps: int = 100,
+              max_steps: int = 800) -> int:
     """Adam steps the attacker spends after its training set reaches ``n`` answers."""
     return int(np.clip(math.ceil(epochs * n / batch_size), min_steps, max_steps)) if n > 0 else 0
 
@@ -324,7 +326,7 @@ class SoftmaxSurrogate:
     """
 
     def __init__(self, rng: np.random.Generator, n_features: int = N_FEATURES, n_classes: int = N_CLASSES,
-                 lr: float = 0.01, l2: float = 1e-4, batch_size: int = 128, ema: float = 0.98,
+                 lr: float = 0.01, l2: float = 1e-4, batch_size: int = 256, ema: float = 0.98,
                  scale: float = 1.0 / PIXEL_HIGH):
         self.rng, self.lr, self.l2, self.batch_size, self.ema, self.scale = rng, lr, l2, batch_size, ema, scale
         self.W = np.zeros((n_features, n_classes))
@@ -528,14 +530,6 @@ def wilson_interval(k: float, n: float, z: float = 1.959964) -> tuple[float, flo
 
 
 # --------------------------------------------------------------------------- disk cache
-def cache_root() -> Path:
-    """The same rule as ``sim.models.cache_root`` (kept here so reading a cached result never imports torch)."""
-    env = os.environ.get("ARCHLAB_CACHE")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "archlab"
 
 
 def _versions() -> dict[str, str]:
@@ -555,8 +549,14 @@ def fingerprint(obj) -> str:
 
 @functools.lru_cache(maxsize=None)
 def file_digest(path: str) -> str:
-    """SHA-256 of a file's bytes (code that shapes a cached result is part of its key)."""
+    """SHA-256 of a file's bytes (code that shapes a cached result is part of its key).
+    Call it when the code is imported, not later: a file edited after the import would
+    otherwise label results of the old code with the new code's digest."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+#: This module's digest, taken at import, so it describes the code that is running.
+CODE_DIGEST = file_digest(__file__)
 
 
 class DiskCache:

@@ -85,6 +85,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 from torch import nn
 
+from .cache import cache_root
 from sim.profiles import (  # re-exported: the model layer's public API
     DEFAULT_BATCH_SIZES,
     Profile,
@@ -349,16 +350,6 @@ def _versions() -> dict[str, str]:
     return {"torch": torch.__version__, "sklearn": sklearn.__version__, "numpy": np.__version__}
 
 
-def cache_root() -> Path:
-    """``$ARCHLAB_CACHE``, else ``$XDG_CACHE_HOME/archlab``, else ``~/.cache/archlab``."""
-    env = os.environ.get("ARCHLAB_CACHE")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "archlab"
-
-
 def cache_dir(seed: int = 0) -> Path:
     """The folder for this seed and these library versions."""
     key = "models-" + "-".join(f"{k}{v}" for k, v in _versions().items())
@@ -422,7 +413,9 @@ def _read_cache(folder: Path, name: str, family: str, seed: int) -> tuple[bytes,
 
 # --------------------------------------------------------------------------- building models
 def _accuracy(predict, X, y) -> float:
-    return float(np.mean(predict(X) == y))
+    # single-threaded, like training, so a re-load reproduces it to the bit
+    with torch_threads(1), threadpool_limits(limits=1):
+        return float(np.mean(predict(X) == y))
 
 
 def _build_mlp(seed: int, folder: Path) -> tuple[TrainedModel, DigitsMLP]:

@@ -176,9 +176,9 @@ def test_surrogate_is_deterministic_for_a_seed():
 
 def test_steps_budget():
     assert X.steps_for(0) == 0
-    assert X.steps_for(10) == 150
-    assert X.steps_for(10_000) == math.ceil(5 * 10_000 / 128)
-    assert X.steps_for(10**7) == 1500
+    assert X.steps_for(10) == 100
+    assert X.steps_for(10_000) == math.ceil(5 * 10_000 / 256)
+    assert X.steps_for(10**7) == 800
 
 
 def test_queries_to_reach_interpolates_in_log_queries():

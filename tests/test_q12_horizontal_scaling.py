@@ -140,7 +140,8 @@ def test_zipf_users_follow_the_weights():
     ({"step_at_s": 500.0}, "step_at_s"),
     ({"min_replicas": 8, "max_replicas": 4}, "max_replicas"),
     ({"slo_p99_ms": 400.0}, "slo_p99_ms"),
-    ({"service_dist": "mlp_profile"}, "slo_p99_ms"),  # the mlp's measured tail is 13x its mean
+    # an objective at the mean inference time is below the profile's own P99, whatever was measured
+    ({"service_dist": "mlp_profile", "slo_p99_ms": 100.0}, "slo_p99_ms"),
     ({"step_rps": 5000.0}, "step_rps"),
 ])
 def test_cross_parameter_checks_name_the_parameter(bad, name):
