@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 
 from labs import explorer as ex
@@ -50,6 +51,14 @@ def lab_figures(lab_id: str, setting: tuple, seed: int) -> list[bytes]:
         plt.close(fig)
         images.append(buf.getvalue())
     return images
+
+
+@st.cache_resource(max_entries=8, ttl=CACHE_TTL_S, show_spinner=False)
+def live_profile(name: str):
+    """A latency profile measured now on the machine serving the app (imports torch: only on request)."""
+    from sim.models import measure_on_this_machine
+
+    return measure_on_this_machine(name, repeats=60, warmup=10)
 
 
 @st.cache_data(max_entries=32, ttl=CACHE_TTL_S, show_spinner=False)
@@ -363,12 +372,41 @@ def render_lab(q: Question):
     for k, png in enumerate(images):
         cols[k % 2].image(png, width="stretch")
 
+    if lab.profiles:
+        profiles_box(lab)
+
     with st.expander("Everything this run measured"):
         st.dataframe(ex.all_measurements(result.metrics, result.intervals), hide_index=True, width="stretch")
     st.subheader("Notes")
     for n in result.notes:
         st.markdown(f"- {n}")
     st.caption(f"Seed {result.seed}; the simulation took {result.elapsed_s:.2f} s (cached afterwards).")
+
+
+def profiles_box(lab):
+    """The measured latency profiles the lab reads, and the same models timed on this machine."""
+    from labs.plotting import profile_comparison
+    from sim.profiles import compare_profiles, load_reference_profile
+
+    st.subheader("Measured inference times")
+    refs = [load_reference_profile(name) for name in lab.profiles]
+    prov = refs[0].provenance
+    st.markdown(f"The lab uses stored profiles measured on {prov.get('cpu', '?')} ({prov.get('date', '?')[:10]}, "
+                f"torch {prov.get('torch', '?')}, {prov.get('torch_threads', '?')} thread, load "
+                f"{prov.get('loadavg_1m_before', '?')}), so every machine gets the same numbers.")
+    key = f"measure_{lab.id}"
+    if st.button("Measure on this machine", key=key,
+                 help="Times the same models here (a few seconds; the first time also trains them)."):
+        st.session_state[key + "_done"] = True
+    if st.session_state.get(key + "_done"):
+        with st.spinner("Timing the models on this machine…"):
+            table = pd.concat([compare_profiles(ref, live_profile(ref.model)) for ref in refs], ignore_index=True)
+        st.dataframe(table.round(2), hide_index=True, width="stretch")
+        import matplotlib.pyplot as plt
+
+        fig = profile_comparison(table)
+        st.pyplot(fig)
+        plt.close(fig)
 
 
 def exercises_box(lab):

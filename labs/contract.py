@@ -254,6 +254,7 @@ class Lab:
     sweeps: ClassVar[dict[str, Sweep]] = {}  # claim id -> the sweep that shows its region
     refine_param: ClassVar[str | None] = None  # the request-budget parameter "refine" scales up
     exercises: ClassVar[tuple[Exercise, ...]] = ()
+    profiles: ClassVar[tuple[str, ...]] = ()  # reference latency profiles (data/profiles) the lab reads
     budget_s: ClassVar[float] = 1.0  # wall-time budget of a default run
 
     # ------------------------------------------------------------ catalogue

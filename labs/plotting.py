@@ -67,3 +67,17 @@ def state_timeline(states: pd.DataFrame, title: str, spans=(), span_label="outag
 def close_all(figs):
     for f in figs:
         plt.close(f)
+
+
+def profile_comparison(table: pd.DataFrame):
+    """Median call time per batch size: stored reference (solid) and this machine (dashed)."""
+    fig, ax = figure("Median inference time per call: reference profile vs this machine")
+    for k, (model, df) in enumerate(table.groupby("model", sort=False)):
+        colour = EXTRA_COLOURS[k % len(EXTRA_COLOURS)]
+        ax.plot(df["batch_size"], df["reference_p50_us"], "-o", color=colour, label=f"{model} (reference)")
+        ax.plot(df["batch_size"], df["this_machine_p50_us"], "--s", color=colour, label=f"{model} (this machine)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("median per call (µs)")
+    ax.legend(fontsize=8)
+    return fig

@@ -71,6 +71,7 @@ def _preferred(text: str) -> tuple[int, ...]:
 
 class InferenceMetricsLab(Lab):
     id = "q11"
+    profiles = ("mlp", "mlp_int8")
     arms = ("baseline", "pattern", "int8", "comparison")
     headline = ("comparison", "throughput_gain_x")
     refine_param = "requests"

@@ -59,6 +59,7 @@ ARMS = ("baseline", "pattern", "round_robin")
 
 class HorizontalScalingLab(Lab):
     id = "q12"
+    profiles = ("mlp",)
     arms = ("baseline", "pattern", "round_robin", "comparison")
     headline = ("pattern", "speedup_x")
     refine_param = "requests"

@@ -285,6 +285,18 @@ def load_reference_profile(name: str) -> Profile:
 
 
 # --------------------------------------------------------------------------- measuring
+def compare_profiles(reference: Profile, live: Profile) -> "pd.DataFrame":
+    """Medians per batch size (µs) of a stored profile and a live one, with their ratio."""
+    import pandas as pd
+
+    rows = [{"model": reference.model, "batch_size": b,
+             "reference_p50_us": reference.median(b) * 1e6, "this_machine_p50_us": live.median(b) * 1e6}
+            for b in reference.batch_sizes if b in live.batch_sizes]
+    df = pd.DataFrame(rows)
+    df["this_machine_over_reference"] = df["this_machine_p50_us"] / df["reference_p50_us"]
+    return df
+
+
 def measure_profile(
     model,
     batch_sizes: Iterable[int] = DEFAULT_BATCH_SIZES,

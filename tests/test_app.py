@@ -342,6 +342,17 @@ def test_skip_reveals_directly():
     assert any("skipped the prediction" in m.value for m in at.markdown)
 
 
+@pytest.mark.skipif("q11" not in BUILT, reason="q11 not built")
+def test_measure_on_this_machine_shows_reference_and_live_profiles():
+    at = reveal(open_app("q11", timeout=180), "q11")
+    assert any("stored profiles" in m.value for m in at.markdown)
+    at.button(key="measure_q11").click().run()
+    assert_clean(at)
+    table = next(df.value for df in at.dataframe if "this_machine_p50_us" in df.value.columns)
+    assert set(table["model"]) == {"mlp", "mlp_int8"}
+    assert (table["this_machine_p50_us"] > 0).all() and (table["reference_p50_us"] > 0).all()
+
+
 # --------------------------------------------------------------------------- pure helpers
 def test_widget_specs_follow_the_params():
     lab = get_lab("q08")
