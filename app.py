@@ -47,7 +47,7 @@ def lab_figures(lab_id: str, setting: tuple, seed: int) -> list[bytes]:
     images = []
     for fig in get_lab(lab_id).plots(run_lab(lab_id, setting, seed)):
         buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        fig.savefig(buf, format="png", dpi=110)  # figures use constrained layout: no second "tight" pass
         plt.close(fig)
         images.append(buf.getvalue())
     return images

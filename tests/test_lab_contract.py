@@ -37,6 +37,7 @@ def test_lab_is_in_catalogue_and_names_itself(lab):
 def test_params_are_well_formed(lab):
     names = [p.name for p in lab.params]
     assert len(names) == len(set(names)), "duplicate parameter names"
+    assert "seed" not in names, "seed is every lab's own argument (and the explorer's URL key)"
     for p in lab.params:
         assert p.help, f"{p.name} needs one line of help"
         assert p.validate(p.default) == p.default
