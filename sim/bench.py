@@ -46,9 +46,8 @@ def bare_simpy(arrivals, services, c: int) -> float:
     return float(waits.mean())
 
 
-def with_sim(arrivals, services, c: int) -> float:
-    """The same model from ReplicaPool, drive and RequestLog (with utilization tracking)."""
-    env = simpy.Environment()
+def fifo_station(env: simpy.Environment, arrivals, services, c: int) -> tuple[RequestLog, ReplicaPool]:
+    """An M/M/c-style FIFO station from ReplicaPool, drive and RequestLog, ready for ``env.run()``."""
     pool = ReplicaPool(env, servers=c)
     log = RequestLog(arrivals.size)
 
@@ -60,6 +59,13 @@ def with_sim(arrivals, services, c: int) -> float:
         log.outcome[i] = outcome
 
     env.process(drive(env, arrivals, customer))
+    return log, pool
+
+
+def with_sim(arrivals, services, c: int) -> float:
+    """The same model from ``sim`` parts (with utilization tracking)."""
+    env = simpy.Environment()
+    log, _ = fifo_station(env, arrivals, services, c)
     env.run()
     return float(np.mean(log.start - log.arrival))
 

@@ -32,7 +32,8 @@ import pytest
 import simpy
 
 from sim import analytic as an
-from sim.components import ReplicaPool, drive
+from sim.bench import fifo_station
+from sim.components import ReplicaPool
 from sim.dist import Deterministic, Empirical, Exponential, Lognormal
 from sim.metrics import OK, RequestLog, t_interval
 from sim.rng import Streams
@@ -73,18 +74,9 @@ class Run:
 
 
 def run_station(arrivals: np.ndarray, services: np.ndarray, c: int, probes=()) -> Run:
-    """A FIFO c-server station from sim parts, run until it empties."""
+    """A FIFO c-server station from sim parts (the benchmark's), run until it empties."""
     env = simpy.Environment()
-    pool = ReplicaPool(env, servers=c)
-    log = RequestLog(arrivals.size)
-
-    def customer(i):
-        log.arrival[i] = env.now
-        outcome, start = yield from pool.serve(services[i])
-        log.start[i] = start
-        log.end[i] = env.now
-        log.outcome[i] = outcome
-
+    log, pool = fifo_station(env, arrivals, services, c)
     areas = []
 
     def probe():
@@ -94,7 +86,6 @@ def run_station(arrivals: np.ndarray, services: np.ndarray, c: int, probes=()) -
             now = env.now  # TimeWeighted starts at t0 = 0: area = mean * now
             areas.append((now, pool.busy.mean(now) * now, pool.queue.mean(now) * now))
 
-    env.process(drive(env, arrivals, customer))
     env.process(probe())
     env.run()
     return Run(log, pool, env, areas)
