@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy.special import stdtrit
 
 # Outcome codes stored per request.
 PENDING, OK, ERROR, TIMEOUT, REJECTED, FALLBACK, DROPPED = range(7)
@@ -115,6 +115,11 @@ class Interval:
         return (self.estimate, self.low, self.high)
 
 
+def _t_quantile(confidence: float, dof: int) -> float:
+    """Student-t quantile; scipy.special's is the same number as scipy.stats.t.ppf, at a third of the import."""
+    return float(stdtrit(dof, (1 + confidence) / 2))
+
+
 def t_interval(samples, confidence: float = 0.95) -> Interval:
     """Student-t interval for the mean of independent replications."""
     x = np.asarray(samples, dtype=float)
@@ -124,7 +129,7 @@ def t_interval(samples, confidence: float = 0.95) -> Interval:
     m = float(x.mean())
     if x.size < 2:
         return Interval(m, np.nan, np.nan)
-    h = stats.t.ppf((1 + confidence) / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size)
+    h = _t_quantile(confidence, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size)
     return Interval(m, m - h, m + h)
 
 
@@ -145,7 +150,7 @@ def batch_means(values, statistic=np.mean, n_batches: int = 20, confidence: floa
     est = float(statistic(x, axis=0))
     usable = x[: (x.size // n_batches) * n_batches].reshape(n_batches, -1)
     per_batch = statistic(usable, axis=1)
-    h = stats.t.ppf((1 + confidence) / 2, n_batches - 1) * per_batch.std(ddof=1) / np.sqrt(n_batches)
+    h = _t_quantile(confidence, n_batches - 1) * per_batch.std(ddof=1) / np.sqrt(n_batches)
     return Interval(est, est - h, est + h)
 
 
