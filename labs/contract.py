@@ -226,13 +226,6 @@ def _json_number(v):
     return None if not math.isfinite(v) else v
 
 
-def _describe(claim: ClaimSpec) -> str:
-    if claim.op == "between":
-        lo, hi = claim.value
-        return f"between {lo:g} and {hi:g} {claim.unit}".strip()
-    return f"{claim.op} {claim.value:g} {claim.unit}".strip()
-
-
 def point_verdict(claim: ClaimSpec, metrics: dict[str, dict[str, float]]) -> Verdict:
     """Verdict of a claim at one parameter setting: holds or fails, with the measured value."""
     measured = metrics.get(claim.arm, {}).get(claim.metric)
@@ -240,7 +233,7 @@ def point_verdict(claim: ClaimSpec, metrics: dict[str, dict[str, float]]) -> Ver
         raise KeyError(f"{claim.id}: the lab did not measure {claim.arm}.{claim.metric}")
     ok = claim.check(measured)
     verdict = "holds" if ok else "fails"
-    detail = f"measured {claim.arm} {claim.metric} = {fmt_number(float(measured))} (claim: {_describe(claim)})"
+    detail = f"measured {claim.arm} {claim.metric} = {fmt_number(float(measured))} (claim: {claim.reading})"
     return Verdict(claim.id, claim.text, verdict, detail, claim.metric, claim.arm, float(measured))
 
 
@@ -354,7 +347,7 @@ class Lab:
                 verdict, region = "conditional", f"holds only when {sweep.param} in {_fmt_values(good)}"
             measured = "; ".join(f"{sweep.param}={_fmt(v)}: {fmt_number(vd.measured)}" for v, vd in outcomes)
             verdicts.append(Verdict(claim.id, claim.text, verdict,
-                                    f"{region} (claim: {_describe(claim)}; {claim.arm} {claim.metric}: {measured})",
+                                    f"{region} (claim: {claim.reading}; {claim.arm} {claim.metric}: {measured})",
                                     claim.metric, claim.arm, here.measured, region))
         return verdicts
 

@@ -366,19 +366,11 @@ class CircuitBreaker:
 
     def failure_rate(self, now: float) -> float:
         """Percent failed in the current state's window; -1.0 below the minimum calls."""
-        win = self._current_window(now)
-        total = win.total
-        if total == 0 or total < win.min_calls:
-            return -1.0
-        return win.failed * 100.0 / total
+        return self._rate(now, "failed")
 
     def slow_call_rate(self, now: float) -> float:
         """Percent slow in the current state's window; -1.0 below the minimum calls."""
-        win = self._current_window(now)
-        total = win.total
-        if total == 0 or total < win.min_calls:
-            return -1.0
-        return win.slow * 100.0 / total
+        return self._rate(now, "slow")
 
     def snapshot(self, now: float) -> BreakerSnapshot:
         """State plus window counts, for plots and logs (not for the hot path)."""
@@ -391,6 +383,13 @@ class CircuitBreaker:
                 f"attempts={self.attempts}, not_permitted={self.not_permitted})")
 
     # -- internals ----------------------------------------------------------
+
+    def _rate(self, now: float, count: str) -> float:
+        win = self._current_window(now)
+        total = win.total
+        if total == 0 or total < win.min_calls:
+            return -1.0
+        return getattr(win, count) * 100.0 / total
 
     def _current_window(self, now: float):
         if now >= self._deadline:
