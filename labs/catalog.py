@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 __all__ = [
-    "ARMS", "DIFFICULTIES", "OPS", "CatalogError", "Catalog", "ClaimSpec", "MetricSpec",
+    "ARMS", "EVIDENCE", "DIFFICULTIES", "OPS", "CatalogError", "Catalog", "ClaimSpec", "MetricSpec",
     "Question", "Topic", "DEFAULT_PATH", "load_catalog",
 ]
 
@@ -49,6 +49,7 @@ N_TOPICS = 6
 PER_TOPIC = 5
 DIFFICULTIES = ("foundational", "intermediate", "advanced")
 ARMS = ("baseline", "pattern", "comparison")
+EVIDENCE = ("measured", "simulated", "assumed", "setting")
 SOURCES = ("table", "answer")
 OPS = ("<", "<=", ">", ">=", "==", "between")
 MAX_TITLE = 60
@@ -127,6 +128,10 @@ class ClaimSpec:
     value: float | tuple[float, float]
     unit: str
     arm: str
+    evidence: str | None = None  # measured | simulated | assumed | setting (required once the lab is built)
+    assumed: tuple[str, ...] = ()  # the inputs that decide an assumed claim
+    sweep: tuple[tuple[str, tuple], ...] = ()  # up to two (parameter, values) that show the region
+    control: tuple[tuple[str, Any], ...] = ()  # a setting where the effect must vanish
 
     def check(self, measured: float | None) -> bool | None:
         """True if ``measured`` bears the claim out, False if not, None if measured is missing/NaN."""
@@ -298,6 +303,27 @@ CLAIM_FIELDS: dict[str, Check] = {
 }
 
 
+def _names(v: Any) -> str | None:
+    ok = isinstance(v, list) and v and all(isinstance(x, str) and _SNAKE.match(x) for x in v)
+    return None if ok else f"{_short(v)} is not a non-empty list of parameter names"
+
+
+def _sweep(v: Any) -> str | None:
+    ok = (isinstance(v, dict) and 1 <= len(v) <= 2 and all(isinstance(k, str) and _SNAKE.match(k) for k in v)
+          and all(isinstance(x, list) and len(x) >= 2 for x in v.values()))
+    return None if ok else f"{_short(v)} is not one or two parameters, each with a list of two or more values"
+
+
+def _control(v: Any) -> str | None:
+    ok = isinstance(v, dict) and v and all(isinstance(k, str) and _SNAKE.match(k) for k in v)
+    return None if ok else f"{_short(v)} is not a non-empty object of parameter settings"
+
+
+CLAIM_OPTIONAL: dict[str, Check] = {
+    "evidence": _one_of(EVIDENCE), "assumed": _names, "sweep": _sweep, "control": _control,
+}
+
+
 class _Reporter:
     def __init__(self, name: str):
         self.name = name
@@ -387,7 +413,9 @@ def _parse(raw: Any, name: str) -> Catalog:
         claims = []
         for j, c in enumerate(q["claims"]):
             where = f"{qid}.claims[{j}]"
-            _check_fields(rep, c, where, CLAIM_FIELDS)
+            _check_fields(rep, c, where, CLAIM_FIELDS, CLAIM_OPTIONAL)
+            if (c.get("evidence") == "assumed") != ("assumed" in c):
+                raise rep.fail(f"{where}.assumed", "name the deciding inputs exactly when evidence is 'assumed'")
             cid = c["id"]
             prefix, _, rest = cid.partition(".")
             if prefix != qid or not _SNAKE.match(rest):
@@ -396,7 +424,10 @@ def _parse(raw: Any, name: str) -> Catalog:
                 raise rep.fail(f"{where}.id", f"duplicate claim id {cid!r}")
             seen_claims.add(cid)
             value = _check_op_value(rep, c, where)
-            claims.append(ClaimSpec(cid, c["text"], c["metric"], c["op"], value, c["unit"], c["arm"]))
+            claims.append(ClaimSpec(cid, c["text"], c["metric"], c["op"], value, c["unit"], c["arm"],
+                                    c.get("evidence"), tuple(c.get("assumed", ())),
+                                    tuple((k, tuple(v)) for k, v in c.get("sweep", {}).items()),
+                                    tuple(c.get("control", {}).items())))
 
         questions.append(Question(qid, q["number"], q["topic"], q["difficulty"], q["slug"], q["title"],
                                   q["summary"], tuple(metrics), tuple(claims), topic_names[q["topic"]]))

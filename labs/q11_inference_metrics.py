@@ -44,7 +44,7 @@ from sim.metrics import percentile_ci
 from sim.profiles import Profile, load_reference_profile
 from sim.rng import Streams
 
-from .contract import Exercise, Lab, Outcome, Param, ParamError, Sweep
+from .contract import Exercise, Lab, Outcome, Param, ParamError
 
 FP32, INT8 = "mlp", "mlp_int8"
 ARMS = ("baseline", "pattern", "int8")
@@ -93,16 +93,6 @@ class InferenceMetricsLab(Lab):
         Param("sweep_requests", 1500, 200, 50000, unit="requests",
               help="requests per offered-load point of the load sweep plot"),
     )
-    _rates = (250.0, 500.0, 800.0, 1200.0, 2000.0, 4000.0, 10000.0, 25000.0)
-    sweeps = {
-        "q11.tail_ratio": Sweep("rate_rps", _rates),
-        "q11.p99_before": Sweep("rate_rps", _rates),
-        "q11.p99_after": Sweep("rate_rps", _rates),
-        "q11.batching_gain": Sweep("max_batch_size", (1, 2, 4, 8, 16, 32, 64)),
-        "q11.int8_speedup": Sweep("max_batch_size", (1, 2, 4, 8, 16, 32, 64)),
-        "q11.throughput": Sweep("rate_rps", _rates),
-        "q11.utilization": Sweep("rate_rps", _rates),
-    }
     exercises = (
         Exercise("Cap batches at 4 requests (max_batch_size = 4). Does the gain in saturation throughput over "
                  "no batching now land in the seed's 3-5x?", {"max_batch_size": 4}, ("comparison", "throughput_gain_x")),
@@ -124,7 +114,7 @@ class InferenceMetricsLab(Lab):
         batching = DynamicBatchingConfig(p["max_batch_size"], pref, p["max_queue_delay_microseconds"], p["instance_count"])
         return {"baseline": DynamicBatchingConfig(1, (), 0, p["instance_count"]), "pattern": batching, "int8": batching}
 
-    def simulate(self, seed: int, **p) -> Outcome:
+    def simulate(self, seed: int, p) -> Outcome:
         cfgs = self.configs(p)
         if p["sweep_requests"] > p["requests"]:
             raise ParamError(f"parameter sweep_requests: {p['sweep_requests']} is not allowed; expected an integer in "

@@ -46,7 +46,7 @@ from sim.dist import Lognormal
 from sim.metrics import percentile_ci
 from sim.rng import Streams
 
-from .contract import Exercise, Lab, Outcome, Param, ParamError, Sweep
+from .contract import Exercise, Lab, Outcome, Param, ParamError
 
 WARMUP_FRACTION = 0.1  # share of each evaluation's requests dropped before measuring P99
 RHO_TOLERANCE = 0.005  # the search stops when the load bracket is narrower than this
@@ -100,12 +100,6 @@ class HorizontalScalingLab(Lab):
         Param("readiness_period_s", 10.0, 0.0, 300.0, unit="s", help="readiness probe periodSeconds (Kubernetes default 10)"),
         Param("client_timeout_s", 30.0, 0.01, 600.0, unit="s", help="a caller gives up when its request has not started within this"),
     )
-    sweeps = {
-        "q12.stateless_speedup": Sweep("slo_p99_ms", (600.0, 1000.0, 2000.0, 5000.0, 20000.0, 100000.0)),
-        "q12.sticky_speedup": Sweep("zipf_s", (0.0, 0.5, 0.8, 1.0, 1.1, 1.2, 1.5)),
-        "q12.efficiency": Sweep("replicas", (2, 4, 10, 20, 40)),
-        "q12.scale_out": Sweep("cold_start_s", (15.0, 45.0, 90.0, 120.0, 180.0)),
-    }
     exercises = (
         Exercise("Make every user equally active (zipf_s = 0). How close do ten sticky replicas now get to ten times "
                  "one replica's throughput?", {"zipf_s": 0.0}, ("baseline", "speedup_x")),
@@ -138,7 +132,7 @@ class HorizontalScalingLab(Lab):
                              "req/s (the autoscaling run is capped at 400k requests)")
 
     # ------------------------------------------------------------------ model
-    def simulate(self, seed: int, **p) -> Outcome:
+    def simulate(self, seed: int, p) -> Outcome:
         self._check(p)
         streams = Streams(seed)
         n = p["requests"]

@@ -42,7 +42,7 @@ from sim.geo import RttMatrix, load_rtt_matrix, nearest_by_distance
 from sim.metrics import ERROR, OK, RequestLog, t_interval, windowed
 from sim.rng import Streams
 
-from .contract import Exercise, Lab, Outcome, Param, ParamError, Sweep
+from .contract import Exercise, Lab, Outcome, Param, ParamError
 
 
 GEO: RttMatrix = load_rtt_matrix()  # validated against its inputs on load
@@ -104,12 +104,6 @@ class MultiRegionLab(Lab):
         Param("dns_ttl_s", 60.0, 0.0, 3600.0, unit="s", help="TTL of the DNS answer; resolvers keep it this long"),
         Param("resolvers_per_area", 25, 1, 1000, unit="resolvers", help="recursive resolvers per user area, each with its own cache phase"),
     )
-    sweeps = {
-        "q13.single_region_p95": Sweep("user_mix", tuple(USER_MIXES)),
-        "q13.multi_region_p95": Sweep("regions", (2, 3, 4, 5, 6, 7, 8, 9)),
-        "q13.failover": Sweep("dns_ttl_s", (0.0, 5.0, 10.0, 30.0, 60.0, 300.0)),
-        "q13.us_asia_rtt": Sweep("access_rtt_ms", (0.0, 5.0, 10.0, 20.0, 30.0, 40.0)),
-    }
     exercises = (
         Exercise("Deploy a region next to every user area (9 regions). Does the global P95 drop below 100 ms, "
                  "and what is left of it?", {"regions": 9}, ("pattern", "global_p95_ms")),
@@ -121,7 +115,7 @@ class MultiRegionLab(Lab):
     )
 
     # ------------------------------------------------------------------ model
-    def simulate(self, seed: int, **p) -> Outcome:
+    def simulate(self, seed: int, p) -> Outcome:
         n = p["requests"]
         horizon = n / p["rate_rps"]
         start, end = p["outage_start_s"], p["outage_start_s"] + p["outage_duration_s"]

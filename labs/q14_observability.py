@@ -96,7 +96,7 @@ from sim.metrics import batch_means, percentile_ci
 from sim.rng import Streams
 from sim.tracing import TraceIdRatioBased, random_trace_ids
 
-from .contract import Exercise, Lab, Outcome, Param, Sweep
+from .contract import Exercise, Lab, Outcome, Param
 
 SERVICES = (
     Service("gateway", 2.0, 0.5, ((Call("auth"),), (Call("features"), Call("candidates")), (Call("model"),),
@@ -169,12 +169,6 @@ class ObservabilityLab(Lab):
         Param("fix_min", 10.0, 0.0, 480.0, unit="min",
               help="culprit known to service restored (roll back / restart / fail over; same for both arms)"),
     )
-    sweeps = {
-        "q14.mttr_logs": Sweep("examine_min", (5.0, 10.0, 20.0, 30.0, 45.0)),
-        "q14.mttr_tracing": Sweep("fix_min", (0.0, 2.0, 5.0, 10.0, 20.0)),
-        "q14.overhead": Sweep("span_cost_us", (5.0, 25.0, 100.0, 500.0, 1000.0, 2000.0)),
-        "q14.sampling": Sweep("rate_rps", (0.05, 0.2, 1.0, 5.0, 50.0, 500.0)),
-    }
     exercises = (
         Exercise("Drop traffic to 1 req/s and sampling to 0.1%. How long after the fault do the traces name "
                  "the culprit, and what happens to the tracing arm's MTTR?",
@@ -189,7 +183,7 @@ class ObservabilityLab(Lab):
     )
 
     # ------------------------------------------------------------------ model
-    def simulate(self, seed: int, **p) -> Outcome:
+    def simulate(self, seed: int, p) -> Outcome:
         streams = Streams(seed)
         S = len(NAMES)
         culprit = TREE.index[p["faulty_service"]]

@@ -72,7 +72,7 @@ from sim import extraction as X
 from sim.rng import Streams
 from sim.token_bucket import TokenBucket
 
-from .contract import Exercise, Lab, Outcome, Param, Sweep
+from .contract import Exercise, Lab, Outcome, Param
 
 GRID = (10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000,
         1_000_000, 2_000_000, 5_000_000)
@@ -122,12 +122,6 @@ class ModelTheftLab(Lab):
         Param("attacker_rps", 50.0, 0.1, 100_000.0, unit="req/s", help="how fast the attacker sends when nothing limits it"),
         Param("honest_rate_per_min", 30.0, 0.1, 100_000.0, unit="req/min", help="an honest client's Poisson request rate on its key"),
     )
-    sweeps = {
-        "q15.queries_undefended": Sweep("attacker_data", ("public_mix", "synthetic")),
-        "q15.queries_defended": Sweep("attacker_data", ("public_mix", "synthetic")),
-        "q15.perturbation_cost": Sweep("noise_scale", (0.05, 0.1, 0.2, 0.3, 0.5)),
-        "q15.detection": Sweep("fgsm_eps", (1, 2, 3, 5, 8)),
-    }
     exercises = (
         Exercise("The attacker has no digits at all and sends uniform noise images (attacker_data=synthetic). "
                  "How many queries does extraction need now without any defence?",
@@ -141,7 +135,7 @@ class ModelTheftLab(Lab):
     )
 
     # ------------------------------------------------------------------ the run
-    def simulate(self, seed: int, **p) -> Outcome:
+    def simulate(self, seed: int, p) -> Outcome:
         ctx = _Context(seed, p)
         facts = ctx.victim_facts()
         detection = ctx.detection()
@@ -185,7 +179,7 @@ class ModelTheftLab(Lab):
 
     def prepare(self, seed: int = 0) -> None:
         """Train the victim and the default attack curves into the disk cache."""
-        self.simulate(seed, **self.defaults())
+        self.simulate(seed, self.settings())
 
     def plots(self, result):
         return [_plot_curves(result), _plot_time(result), _plot_detection(result)]

@@ -51,12 +51,22 @@ class ReplicaPool:
     def in_service(self) -> int:
         return self._res.count
 
-    def serve(self, service_time: float, timeout: float | None = None):
-        """Wait for a replica, hold it for ``service_time``; returns (outcome, start_time)."""
+    def serve(self, service_time: float, timeout: float | None = None, deadline: float | None = None):
+        """Wait for a replica, hold it for ``service_time``; returns (outcome, start_time).
+
+        ``timeout`` is the patience for a replica. ``deadline`` is the absolute time the
+        caller gives up, whatever the queue (as a gRPC deadline): a queued request leaves
+        the queue then, and one in service returns TIMEOUT at the deadline while its
+        replica finishes the work (servers do not see the caller leave).
+        """
         env, res = self.env, self._res
+        if deadline is not None and deadline <= env.now:
+            return TIMEOUT, env.now
         if self.queue_limit is not None and len(res.queue) >= self.queue_limit and res.count >= self.servers:
             return REJECTED, env.now
         patience = self.timeout if timeout is None else timeout
+        if deadline is not None:
+            patience = deadline - env.now if patience is None else min(patience, deadline - env.now)
         req = res.request()  # granted at once when a replica is free
         self.queue.update(env.now, len(res.queue))
         if patience is None or req.triggered:  # a free replica: no race with the patience timer
@@ -70,12 +80,23 @@ class ReplicaPool:
         start = env.now
         self.queue.update(start, len(res.queue))
         self.busy.update(start, res.count)
+        if deadline is not None and start + service_time > deadline:
+            env.process(self._finish(req, service_time))  # the replica works on; the caller leaves
+            yield env.timeout(deadline - start)
+            return TIMEOUT, start
         yield env.timeout(service_time)
-        res.release(req)
-        self.completed += 1
-        self.busy.update(env.now, res.count)
-        self.queue.update(env.now, len(res.queue))
+        self._release(req)
         return OK, start
+
+    def _release(self, req) -> None:
+        self._res.release(req)
+        self.completed += 1
+        self.busy.update(self.env.now, self._res.count)
+        self.queue.update(self.env.now, len(self._res.queue))
+
+    def _finish(self, req, service_time: float):
+        yield self.env.timeout(service_time)
+        self._release(req)
 
     def utilization(self, t: float | None = None) -> float:
         """Time-average fraction of replicas busy up to ``t`` (default: now)."""
@@ -201,13 +222,13 @@ def drive(env: simpy.Environment, arrival_times: np.ndarray, handler: Callable[[
 class Outage:
     start: float
     end: float
-    mode: str = "error"  # "error": fails fast; "hang": never answers (callers hit their timeout)
+    mode: str = "error"  # "error": fails fast; "hang": never answers; "none": a window where nothing fails (a control)
 
     def __post_init__(self):
         if self.end < self.start:
             raise ValueError(f"outage ends ({self.end}) before it starts ({self.start})")
-        if self.mode not in ("error", "hang"):
-            raise ValueError(f"outage mode must be 'error' or 'hang', got {self.mode!r}")
+        if self.mode not in ("error", "hang", "none"):
+            raise ValueError(f"outage mode must be 'error', 'hang' or 'none', got {self.mode!r}")
 
 
 class FaultSchedule:
@@ -222,12 +243,13 @@ class FaultSchedule:
 
     def mode_at(self, t: float) -> str | None:
         k = bisect.bisect_right(self._starts, t) - 1
-        if k >= 0 and t < self.outages[k].end:
+        if k >= 0 and t < self.outages[k].end and self.outages[k].mode != "none":
             return self.outages[k].mode
         return None
 
     def down_time(self, horizon: float) -> float:
-        return sum(max(0.0, min(o.end, horizon) - o.start) for o in self.outages if o.start < horizon)
+        return sum(max(0.0, min(o.end, horizon) - o.start) for o in self.outages
+                   if o.start < horizon and o.mode != "none")
 
     @classmethod
     def alternating(cls, rng: np.random.Generator, mtbf: float, mttr: float, horizon: float,

@@ -219,3 +219,21 @@ def windowed(log: RequestLog, width: float, horizon: float | None = None) -> pd.
     out.insert(0, "time_s", np.arange(n_win) * width)
     out["arm"] = log.arm
     return out.reset_index(drop=True)
+
+
+def wilson(k: float, n: float, z: float = 1.959964) -> Interval:
+    """Wilson score interval for a share k/n (as a fraction); NaN bounds when n is 0."""
+    if n <= 0:
+        return Interval(np.nan, np.nan, np.nan)
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return Interval(float(p), float(max(0.0, centre - h)), float(min(1.0, centre + h)))
+
+
+def ratio_interval(num: Interval, den: Interval) -> tuple[float, float]:
+    """A conservative interval for num/den from two intervals of positive quantities (NaN if unknown)."""
+    if not (np.isfinite([num.low, num.high, den.low, den.high]).all()) or den.low <= 0 or num.low < 0:
+        return (np.nan, np.nan)
+    return (num.low / den.high, num.high / den.low)
