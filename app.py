@@ -4,7 +4,7 @@ Run with ``streamlit run app.py``. This file only renders: parameters come from
 each lab's ``Param``s, numbers from ``Lab.run``, region verdicts from
 ``Lab.check`` and figures from ``Lab.plots``. Nothing here computes a metric
 or a verdict. Pure helpers (widget choice, URL validation, number formatting,
-the home map) live in ``labs/explorer.py``.
+the home map) live in ``faces/explorer.py``.
 
 Pages: Home, one page per question (``/q01`` .. ``/q30``, all made by
 ``question_page``), and Claims. A built lab's widgets are bound to the URL
@@ -18,9 +18,10 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from labs import explorer as ex
+from faces import explorer as ex
 from labs.catalog import Question, load_catalog
-from labs.contract import ParamError
+from labs import profiles as lab_profiles
+from labs.params import ParamError
 from labs.registry import built_ids, get_lab
 
 ROOT = Path(__file__).resolve().parent
@@ -56,13 +57,11 @@ def lab_figures(lab_id: str, setting: tuple, seed: int) -> list[bytes]:
 @st.cache_resource(max_entries=8, ttl=CACHE_TTL_S, show_spinner=False)
 def live_profile(name: str):
     """A latency profile measured now on the machine serving the app (imports torch: only on request)."""
-    from sim.models import measure_on_this_machine
-
-    return measure_on_this_machine(name, repeats=60, warmup=10)
+    return lab_profiles.measure_here(name, repeats=60, warmup=10)
 
 
 @st.cache_data(max_entries=32, ttl=CACHE_TTL_S, show_spinner=False)
-def check_lab(lab_id: str, setting: tuple, seed: int):
+def region_verdicts(lab_id: str, setting: tuple, seed: int):
     return get_lab(lab_id).check(seed, **dict(setting))
 
 
@@ -83,17 +82,10 @@ def checked_regions(lab_id: str, setting: tuple, seed: int):
     if (lab_id, setting, seed) not in st.session_state.setdefault(CHECKED, set()):
         return None
     with st.spinner("Sweeping parameters to find where each claim holds…"):
-        return {v.id: v for v in check_lab(lab_id, setting, seed)}
+        return {v.id: v for v in region_verdicts(lab_id, setting, seed)}
 
 
 # --------------------------------------------------------------------------- small renderers
-def metric_unit(q: Question, key: str) -> str:
-    try:
-        return q.metric(key).unit
-    except KeyError:
-        return ex.unit_from_key(key)
-
-
 def metric_name(q: Question, key: str) -> str:
     try:
         return q.metric(key).name
@@ -110,7 +102,9 @@ def claim_card(v, region=None):
     shown = region or v
     with st.container(border=True):
         colour = ex.VERDICT_COLOUR.get(shown.verdict, "gray")
-        st.markdown(f":{colour}[{ex.VERDICT_ICON.get(shown.verdict, '')} **{shown.verdict}**] · {v.text}")
+        label = shown.verdict.replace("_", " ")
+        st.markdown(f":{colour}[{ex.VERDICT_ICON.get(shown.verdict, '')} **{label}**] · {v.text}")
+        st.caption(f"Evidence — {ex.EVIDENCE_TEXT.get(v.evidence, v.evidence)}")
         st.caption(f"At these settings: {v.detail}")
         if region is not None:
             st.caption(f"Across the sweep: {region.detail}")
@@ -317,7 +311,7 @@ def render_lab(q: Question):
     exercises_box(lab)
     watch = tuple(st.session_state.get(f"watch_{lab_id}", lab.headline))  # what the learner predicts
     if not st.session_state.get(f"revealed_{lab_id}"):
-        predict_box(lab_id, watch, metric_name(q, watch[1]), metric_unit(q, watch[1]), setting, seed)
+        predict_box(lab_id, watch, metric_name(q, watch[1]), ex.metric_unit(q, watch[1]), setting, seed)
         st.subheader("What the question claims")
         targets_table(q)
         return
@@ -335,7 +329,7 @@ def render_lab(q: Question):
     prediction_feedback(lab_id, q, result, setting, seed)
 
     arm, key = lab.headline
-    unit, name = metric_unit(q, key), metric_name(q, key)
+    unit, name = ex.metric_unit(q, key), metric_name(q, key)
     measured = result.metrics.get(arm, {}).get(key, float("nan"))
     interval = result.intervals.get(arm, {}).get(key)
     st.subheader("Headline")
@@ -386,10 +380,9 @@ def render_lab(q: Question):
 def profiles_box(lab):
     """The measured latency profiles the lab reads, and the same models timed on this machine."""
     from labs.plotting import profile_comparison
-    from sim.profiles import compare_profiles, load_reference_profile
 
     st.subheader("Measured inference times")
-    refs = [load_reference_profile(name) for name in lab.profiles]
+    refs = [lab_profiles.reference(name) for name in lab.profiles]
     prov = refs[0].provenance
     st.markdown(f"The lab uses stored profiles measured on {prov.get('cpu', '?')} ({prov.get('date', '?')[:10]}, "
                 f"torch {prov.get('torch', '?')}, {prov.get('torch_threads', '?')} thread, load "
@@ -400,7 +393,7 @@ def profiles_box(lab):
         st.session_state[key + "_done"] = True
     if st.session_state.get(key + "_done"):
         with st.spinner("Timing the models on this machine…"):
-            table = pd.concat([compare_profiles(ref, live_profile(ref.model)) for ref in refs], ignore_index=True)
+            table = pd.concat([lab_profiles.compare(ref, live_profile(ref.model)) for ref in refs], ignore_index=True)
         st.dataframe(table.round(2), hide_index=True, width="stretch")
         import matplotlib.pyplot as plt
 
@@ -464,13 +457,13 @@ def prediction_feedback(lab_id: str, q: Question, result, setting: tuple, seed: 
             st.markdown("You skipped the prediction. Change a setting, then predict the next run.")
         elif pred["setting"] == setting and pred["seed"] == seed:
             arm, key = pred["watch"]
-            unit = metric_unit(q, key)
+            unit = ex.metric_unit(q, key)
             measured = result.metrics.get(arm, {}).get(key, float("nan"))
             check = ex.check_prediction(pred["value"], measured, result.intervals.get(arm, {}).get(key))
             st.markdown(f"**Your prediction: {arm} {metric_name(q, key)}**")
             (st.success if check.inside_ci else st.info)(check.sentence(unit))
         else:
-            st.markdown(f"Your prediction ({ex.fmt_number(pred['value'], metric_unit(q, pred['watch'][1]))}) "
+            st.markdown(f"Your prediction ({ex.fmt_number(pred['value'], ex.metric_unit(q, pred['watch'][1]))}) "
                         "was for other settings. Predict again for these ones.")
         st.button("Predict again", key=f"again_{lab_id}", on_click=again)
 

@@ -132,9 +132,7 @@ SEED = Param("seed", 0, 0, 2**32 - 1, help="random seed; the same seed gives the
 
 
 def check_seed(seed) -> int:
-    """The one seed check every face uses (labs derive library seeds from it with SeedSequence)."""
-    if isinstance(seed, str):
-        return SEED.parse(seed)
+    """The one seed check (text goes through ``SEED.parse``); labs derive library seeds with SeedSequence."""
     return SEED.validate(seed)
 
 

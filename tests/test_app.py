@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from labs import explorer as ex
+from faces import explorer as ex
 from labs.catalog import load_catalog
 from labs.registry import built_ids, get_lab
 

@@ -9,7 +9,7 @@ import pytest
 
 
 def archlab(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "labs.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "faces.cli", *args], capture_output=True, text=True,
                           timeout=timeout)
 
 

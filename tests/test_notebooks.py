@@ -3,7 +3,7 @@
 These checks read the stored ``.ipynb`` files only; nothing here starts a kernel.
 They catch a notebook that is missing, left over for a lab that no longer exists,
 never executed, or stale: built from an older lab or catalogue than the one in
-the tree. The fix for every failure here is ``python -m labs.notebooks [ids]``.
+the tree. The fix for every failure here is ``python -m faces.notebooks [ids]``.
 """
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import pytest
 
 from labs import built_ids, get_lab
 from labs.catalog import load_catalog
-from labs.notebooks import (ASSERT_VERDICT, NOTEBOOK_DIR, ROOT, SECTIONS, SOLUTION_TAG, build_notebook,
+from faces.notebooks import (ASSERT_VERDICT, NOTEBOOK_DIR, ROOT, SECTIONS, SOLUTION_TAG, build_notebook,
                             stored_expectations)
 
 BUILT = built_ids()
-REGENERATE = "regenerate with: python -m labs.notebooks {}"
+REGENERATE = "regenerate with: python -m faces.notebooks {}"
 
 
 def _read(lab_id: str):
@@ -51,7 +51,7 @@ def test_no_notebook_without_a_built_lab():
     expected = {(ROOT / load_catalog().get(i).notebook).resolve() for i in BUILT}
     strays = sorted(p.name for p in NOTEBOOK_DIR.glob("*.ipynb") if p.resolve() not in expected)
     assert not strays, (f"notebooks with no built lab (or an old file name): {', '.join(strays)}; "
-                        "`python -m labs.notebooks` with no ids removes them")
+                        "`python -m faces.notebooks` with no ids removes them")
 
 
 @pytest.fixture(params=BUILT)

@@ -16,14 +16,24 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from .catalog import Catalog, Question
-from .contract import Param, ParamError, Verdict
+from labs.catalog import Catalog, Question
+from labs.claims import VERDICTS, Verdict
+from labs.measure import fmt_number
+from labs.params import SEED, Param, ParamError
 
-SEED = Param("seed", 0, 0, 2**31 - 1, help="random seed; the same seed gives the same run")
+__all__ = ["SEED", "fmt_number", "VERDICTS"]
 # Material icons ship with Streamlit's frontend, so they render without an emoji font (headless chromium has none).
 VERDICT_ICON = {"holds": ":material/check_circle:", "fails": ":material/cancel:",
-                "conditional": ":material/contrast:"}
-VERDICT_COLOUR = {"holds": "green", "fails": "red", "conditional": "orange"}
+                "conditional": ":material/contrast:", "inconclusive": ":material/help:",
+                "not_measured": ":material/block:"}
+VERDICT_COLOUR = {"holds": "green", "fails": "red", "conditional": "orange", "inconclusive": "violet",
+                  "not_measured": "gray"}
+EVIDENCE_TEXT = {
+    "measured": "measured: real code or a real model ran",
+    "simulated": "simulated: the model's dynamics decided it",
+    "assumed": "assumed: an input decided it",
+    "setting": "setting: a configuration echoed back, not a finding",
+}
 DIFFICULTY_ICON = {"foundational": "●○○", "intermediate": "●●○", "advanced": "●●●"}
 _MAX_SLIDER_STEPS = 2000  # more positions than this and a slider is too coarse to aim with
 _MAX_SLIDER_RATIO = 1000  # high / low beyond this spans decades: a typed number reads better
@@ -148,20 +158,6 @@ def _url_text(v) -> str:
 
 
 # --------------------------------------------------------------------------- numbers
-def fmt_number(v, unit: str = "") -> str:
-    """Four significant figures, thousands separated; NaN and None read as 'n/a'."""
-    if v is None:
-        return "n/a"
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return str(v)
-    if not math.isfinite(x):
-        return "n/a"
-    text = f"{x:,.0f}" if abs(x) >= 1e4 else f"{x:.4g}"
-    return f"{text} {unit}".rstrip() if unit else text
-
-
 def fmt_with_ci(v, interval: tuple | None, unit: str = "") -> str:
     """'312 ms (95% CI 280–350)', or just the value when the run has no interval for it."""
     text = fmt_number(v, unit)
@@ -177,6 +173,14 @@ def is_percentile(metric_key: str) -> bool:
     """p50_ms, p99_open_ms, ...: metrics that deserve a confidence band."""
     head = metric_key.split("_", 1)[0]
     return len(head) > 1 and head[0] == "p" and head[1:].isdigit()
+
+
+def metric_unit(q: Question, key: str) -> str:
+    """A metric's unit: the catalogue's when it lists the metric, else read off the key's suffix."""
+    try:
+        return q.metric(key).unit
+    except KeyError:
+        return unit_from_key(key)
 
 
 def unit_from_key(metric_key: str) -> str:
@@ -255,7 +259,7 @@ def check_prediction(predicted: float, measured: float, interval: tuple | None) 
 
 # --------------------------------------------------------------------------- claims and the home map
 def verdict_counts(claims: Iterable[Verdict]) -> dict[str, int]:
-    counts = {"holds": 0, "fails": 0, "conditional": 0}
+    counts = {k: 0 for k in VERDICTS}
     for v in claims:
         counts[v.verdict] = counts.get(v.verdict, 0) + 1
     return counts

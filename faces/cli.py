@@ -12,11 +12,12 @@ import io
 import json
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 
-from .catalog import CatalogError, load_catalog
-from .contract import ParamError, _json_number, fmt_number
-from .registry import built_ids, get_lab
+from labs.catalog import CatalogError, load_catalog
+from labs.contract import json_number
+from labs.measure import fmt_number
+from labs.params import SEED, ParamError, question_id
+from labs.registry import built_ids, get_lab
 
 
 class UsageError(Exception):
@@ -26,6 +27,13 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse would print usage over several lines
         raise UsageError(message)
+
+
+def _seed_arg(text: str) -> int:
+    try:
+        return SEED.parse(text)
+    except ParamError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _parse_sets(lab, pairs) -> dict:
@@ -95,10 +103,7 @@ def _range(p: dict) -> str:
 
 
 def _qid(text: str) -> str:
-    t = str(text).lower().lstrip("q")
-    if not t.isdigit() or not 1 <= int(t) <= 30:
-        raise UsageError(f"unknown question {text!r}; expected q01 ... q30")
-    return "q%02d" % int(t)
+    return question_id(text)
 
 
 def cmd_run(args):
@@ -115,7 +120,7 @@ def cmd_run(args):
                  ["metric"] + arms + ["target"]))
     print()
     for v in result.claims:
-        print(f"[{v.verdict}] {v.id}: {v.detail}")
+        print(f"[{v.verdict} · {v.evidence}] {v.id}: {v.detail}")
 
 
 def cmd_check(args):
@@ -125,60 +130,40 @@ def cmd_check(args):
         lab = get_lab(qid)
         t0 = time.perf_counter()
         verdicts = lab.check(seed=args.seed, progress=lambda n, q=qid: print(f"check {q}: {n} runs", file=sys.stderr))
-        report.append({"lab": qid, "claims": [v.to_dict() for v in verdicts],
+        report.append({"lab": qid, "claims": [v.to_dict(full=True) for v in verdicts],
                        "elapsed_s": round(time.perf_counter() - t0, 3)})
     if args.format == "json":
         _emit(report, "json")
     else:
         for r in report:
             for c in r["claims"]:
-                print(f"{r['lab']}  [{c['verdict']}] {c['id']}: {c['detail']}")
-
-
-def _sweep_point(task):
-    lab_id, seed, params = task
-    res = get_lab(lab_id).run(seed=seed, **params)
-    return res.metrics
+                print(f"{r['lab']}  [{c['verdict']} · {c['evidence']}] {c['id']}: {c['detail']}")
 
 
 def cmd_sweep(args):
-    from sim.metrics import t_interval
+    from labs.sweeps import sweep
 
     lab = get_lab(_qid(args.lab))
     base = _parse_sets(lab, args.set)
-    name, sep, values_text = (args.vary or "").partition("=")
-    if not sep or not values_text:
-        raise UsageError(f"--vary expects NAME=V1,V2,..., got {args.vary!r}")
-    param = lab.param(name)
-    values = [param.parse(v) for v in values_text.split(",")]
+    if len(args.vary) > 2:
+        raise UsageError("--vary can be given at most twice (a two-parameter grid)")
+    vary = {}
+    for item in args.vary:
+        name, sep, values_text = item.partition("=")
+        if not sep or not values_text:
+            raise UsageError(f"--vary expects NAME=V1,V2,..., got {item!r}")
+        vary[name.strip()] = [lab.param(name.strip()).parse(v) for v in values_text.split(",")]
     if args.reps < 1:
         raise UsageError(f"--reps must be >= 1, got {args.reps}")
     if args.jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
-    tasks = [(lab.id, args.seed + r, {**base, name: v}) for v in values for r in range(args.reps)]
-    results = []
-    if args.jobs == 1:
-        for k, t in enumerate(tasks, 1):
-            results.append(_sweep_point(t))
-            print(f"sweep {lab.id}: {k}/{len(tasks)} runs", file=sys.stderr)
-    else:
-        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            for k, m in enumerate(pool.map(_sweep_point, tasks), 1):
-                results.append(m)
-                print(f"sweep {lab.id}: {k}/{len(tasks)} runs", file=sys.stderr)
-    rows = []
-    for vi, v in enumerate(values):
-        chunk = results[vi * args.reps:(vi + 1) * args.reps]
-        for arm in chunk[0]:
-            for metric in chunk[0][arm]:
-                ci = t_interval([c[arm][metric] for c in chunk])
-                rows.append({"value": v, "arm": arm, "metric": metric, "mean": _json_number(ci.estimate),
-                             "ci_low": _json_number(ci.low), "ci_high": _json_number(ci.high), "reps": args.reps})
+    rows = sweep(lab.id, base, vary, reps=args.reps, jobs=args.jobs,
+                 progress=lambda k, n: print(f"sweep {lab.id}: {k}/{n} runs", file=sys.stderr))
     if args.format == "json":
-        _emit({"lab": lab.id, "vary": name, "seed": args.seed, "params": base, "rows": rows}, "json")
+        _emit({"lab": lab.id, "vary": list(vary), "params": base, "rows": rows}, "json")
     else:
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=["value", "arm", "metric", "mean", "ci_low", "ci_high", "reps"],
+        w = csv.DictWriter(buf, fieldnames=[*vary, "arm", "metric", "mean", "ci_low", "ci_high", "reps"],
                            lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
@@ -186,7 +171,7 @@ def cmd_sweep(args):
 
 
 def cmd_bench(args):
-    from sim import bench
+    from labs import bench
 
     if args.customers < 1000 or args.rounds < 1:
         raise UsageError("bench needs --customers >= 1000 and --rounds >= 1")
@@ -206,21 +191,21 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="run a lab once")
     s.add_argument("lab")
     s.add_argument("--set", action="append", metavar="NAME=VALUE")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed_arg, default=0)
     s.add_argument("--format", choices=["json", "table"], default="table")
     s.set_defaults(func=cmd_run)
     s = sub.add_parser("check", help="every claim's verdict with the region where it holds")
     s.add_argument("labs", nargs="*")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed_arg, default=0)
     s.add_argument("--format", choices=["json", "table"], default="table")
     s.set_defaults(func=cmd_check)
-    s = sub.add_parser("sweep", help="vary one parameter, with replications")
+    s = sub.add_parser("sweep", help="vary one or two parameters, with replications")
     s.add_argument("lab")
-    s.add_argument("--vary", required=True, metavar="NAME=V1,V2,...")
+    s.add_argument("--vary", required=True, action="append", metavar="NAME=V1,V2,...")
     s.add_argument("--set", action="append", metavar="NAME=VALUE")
     s.add_argument("--reps", type=int, default=1)
     s.add_argument("--jobs", type=int, default=1)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed_arg, default=0)
     s.add_argument("--format", choices=["json", "csv"], default="csv")
     s.set_defaults(func=cmd_sweep)
     s = sub.add_parser("bench", help="simulator overhead: sim components vs bare SimPy")
@@ -233,8 +218,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        if getattr(args, "seed", 0) is not None and getattr(args, "seed", 0) < 0:
-            raise UsageError(f"--seed must be a non-negative integer, got {args.seed}")
         args.func(args)
         return 0
     except (UsageError, ParamError, CatalogError) as exc:

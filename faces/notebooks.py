@@ -1,7 +1,7 @@
 """Generate and execute the lab notebooks: one per built lab, from the lab and the catalogue.
 
-Run ``python -m labs.notebooks`` to rewrite every built lab's notebook (or
-``python -m labs.notebooks q08 q12`` for some of them). Each notebook is built
+Run ``python -m faces.notebooks`` to rewrite every built lab's notebook (or
+``python -m faces.notebooks q08 q12`` for some of them). Each notebook is built
 from the lab's parameters, exercises and headline and the question's title,
 summary, claims and metrics; nothing about a question is written here. The
 notebook is then executed in a kernel of the current Python environment (the
@@ -36,7 +36,7 @@ SEED = 0
 TIMEOUT_S = 600
 KERNEL_NAME = "python3"
 KERNELSPEC = {"name": KERNEL_NAME, "display_name": "Python 3 (ipykernel)", "language": "python"}
-COMMAND = "python -m labs.notebooks"
+COMMAND = "python -m faces.notebooks"
 
 # Section headings, in order; tests/test_notebooks.py looks for them.
 SECTIONS = {
@@ -358,7 +358,7 @@ def stored_expectations(nb) -> tuple[dict[str, str], bool]:
 
 
 def notebook_path(lab_id: str) -> Path:
-    from .catalog import load_catalog
+    from labs.catalog import load_catalog
 
     return ROOT / load_catalog().get(lab_id).notebook
 
@@ -410,7 +410,7 @@ def _stderr_outputs(nb) -> list[str]:
 
 def generate(lab_id: str, log=None) -> tuple[Path, float]:
     """Build, execute and write one lab's notebook; returns its path and the seconds it took."""
-    from .registry import get_lab
+    from labs.registry import get_lab
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     t0 = time.perf_counter()
@@ -445,7 +445,7 @@ def stray_notebooks(keep: Iterable[Path], ids: Iterable[str] | None = None) -> l
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .registry import UnknownLab, built_ids, get_lab
+    from labs.registry import UnknownLab, built_ids, get_lab
 
     parser = argparse.ArgumentParser(prog=COMMAND, description=(
         "Regenerate the lab notebooks (built from the lab and the catalogue), execute them and "
