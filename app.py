@@ -353,7 +353,7 @@ def render_lab(q: Question):
         st.session_state.setdefault(CHECKED, set()).add((lab_id, setting, seed))
 
     regions = checked_regions(lab_id, setting, seed)
-    n_runs = 1 + sum(len(s.values) for s in lab.sweeps.values())
+    n_runs = lab.check_size()
     st.button("Find where each claim holds", key=f"check_{lab_id}", on_click=request_check,
               help=f"Sweeps each claim's parameter (up to {n_runs} runs; the first time takes a while).",
               disabled=regions is not None)

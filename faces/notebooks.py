@@ -51,7 +51,7 @@ SECTIONS = {
     "checks": "## Checks",
 }
 SOLUTION_TAG = "solution"
-ASSERT_VERDICT = re.compile(r'^assert verdicts\["(?P<id>[^"]+)"\] == "(?P<verdict>holds|fails|conditional)"', re.M)
+ASSERT_VERDICT = re.compile(r'^assert verdicts\["(?P<id>[^"]+)"\] == "(?P<verdict>holds|fails|conditional|inconclusive|not_measured)"', re.M)
 INTERVAL_MARK = "assert low <= value <= high"
 
 
@@ -257,7 +257,7 @@ line, runs it (it takes longer, so it is not run here).
 """)
     c.code("verdicts", """
 verdict_table = pd.DataFrame(
-    [{"claim": v.id, "verdict": v.verdict, "detail": v.detail} for v in result.claims]
+    [{"claim": v.id, "verdict": v.verdict, "evidence": v.evidence, "detail": v.detail} for v in result.claims]
 )
 verdicts = dict(zip(verdict_table["claim"], verdict_table["verdict"]))
 verdict_table

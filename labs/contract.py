@@ -243,6 +243,10 @@ class Lab:
         return Result(self.id, seed, dict(p), out.metrics, self.targets, verdicts, out.series, out.intervals,
                       out.notes, out.extras, elapsed, out.reasons, tuple(self.assumptions))
 
+    def check_size(self) -> int:
+        """An upper bound on the runs ``check`` makes (sweep points and controls, before memoising)."""
+        return 1 + sum(math.prod(len(v) for _, v in c.sweep) + bool(c.control) for c in self.question.claims)
+
     def check(self, seed: int = 0, progress: Callable[[int], None] | None = None, **params) -> list[Verdict]:
         """Every claim's verdict over its sweep and control, on common random numbers (one seed)."""
         seed = check_seed(seed)

@@ -7,6 +7,9 @@ import sys
 
 import pytest
 
+from labs.catalog import EVIDENCE
+from labs.claims import VERDICTS
+
 
 def archlab(*args, timeout=120):
     return subprocess.run([sys.executable, "-m", "faces.cli", *args], capture_output=True, text=True,
@@ -38,8 +41,8 @@ def test_run_json_contract_and_byte_identical_reruns():
     assert set(objs[0]) == {"lab", "seed", "params", "metrics", "targets", "claims", "elapsed_s"}
     assert objs[0]["lab"] == "q08" and objs[0]["seed"] == 3
     for c in objs[0]["claims"]:
-        assert set(c) == {"id", "text", "verdict", "detail"}
-        assert c["verdict"] in ("holds", "fails", "conditional")
+        assert set(c) == {"id", "text", "verdict", "evidence", "region", "detail"}
+        assert c["verdict"] in VERDICTS and c["evidence"] in EVIDENCE and c["region"] is None
     strip = [r.stdout.splitlines() for r in runs]
     strip = [[line for line in s if '"elapsed_s"' not in line] for s in strip]
     assert strip[0] == strip[1]
@@ -57,6 +60,17 @@ def test_run_json_contract_and_byte_identical_reruns():
     (["sweep", "q08", "--vary", "rate_rps"], "--vary"),
     (["sweep", "q08", "--vary", "rate_rps=1,9999"], "rate_rps"),
     (["frobnicate"], "frobnicate"),
+    (["run", "q08", "--set", "replicas=nan"], "replicas"),
+    (["run", "q08", "--set", "replicas=inf"], "replicas"),
+    (["run", "q08", "--set", "replicas=1e400"], "replicas"),
+    (["run", "q08", "--set", "client_timeout_s=-inf"], "client_timeout_s"),
+    (["sweep", "q11", "--vary", "max_batch_size=inf"], "max_batch_size"),
+    (["run", "q08", "--set", "client_timeout_s=\u0663"], "client_timeout_s"),
+    (["run", "q\u0660\u0668"], "q01 ... q30"),
+    (["run", "q08", "--seed", "4294967296"], "seed"),
+    (["run", "q08", "--seed", "18446744073709551616"], "seed"),
+    (["run", "q08", "--set", "outage_start_s=300"], "outage_start_s"),
+    (["sweep", "q08", "--vary", "outage_start_s=10,300"], "outage_start_s"),
 ])
 def test_bad_input_exits_2_with_one_line(args, needle):
     r = archlab(*args)
@@ -79,7 +93,7 @@ def test_sweep_csv_with_replications_and_progress():
                 timeout=300)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
-    assert lines[0] == "value,arm,metric,mean,ci_low,ci_high,reps"
+    assert lines[0] == "client_timeout_s,arm,metric,mean,ci_low,ci_high,reps"
     assert any(line.startswith("1.0,pattern,p99_ms,") for line in lines)
     assert "4/4" in r.stderr
 
@@ -89,5 +103,19 @@ def test_check_json_gives_regions():
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     verdicts = {c["id"]: c for c in report[0]["claims"]}
-    assert all(c["verdict"] in ("holds", "fails", "conditional") for c in verdicts.values())
-    assert any(c["verdict"] == "conditional" and "holds only when" in c["detail"] for c in verdicts.values())
+    assert all(c["verdict"] in VERDICTS and c["evidence"] in EVIDENCE for c in verdicts.values())
+    opens = verdicts["q08.opens_on_half_errors"]
+    assert opens["verdict"] == "conditional" and opens["region"] == "holds only when client_timeout_s ≤ 5"
+    cells = {cell["client_timeout_s"]: cell["verdict"] for cell in opens["sweep"]}
+    assert cells[1.0] == cells[5.0] == "holds" and cells[10.0] == cells[30.0] == "fails"
+    assert opens["control"]["setting"] == {"outage_mode": "none"} and opens["control"]["vanishes"] is True
+
+
+def test_two_parameter_sweep():
+    r = archlab("sweep", "q08", "--vary", "client_timeout_s=1,5", "--vary", "outage_mode=hang,error",
+                "--set", "requests=1000", "--set", "outage_start_s=10", "--set", "outage_duration_s=20",
+                "--format", "json", timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)["rows"]
+    assert {(x["client_timeout_s"], x["outage_mode"]) for x in rows} == {(1.0, "hang"), (1.0, "error"),
+                                                                         (5.0, "hang"), (5.0, "error")}
