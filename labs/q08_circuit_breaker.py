@@ -41,7 +41,8 @@ class CircuitBreakerLab(Lab):
             Arm("pattern", "Circuit breaker", "resilience4j breaker: opens on failures, refuses calls, probes"))
     assumptions = (
         "Inference time is lognormal with a coefficient of variation of 1.",
-        "A caller gives up at arrival + client_timeout_s; a replica already working on the call finishes it.",
+        "A call gives up at its start + client_timeout_s; a replica already working on the call finishes it.",
+        "Each request holds one of caller_threads worker threads from arrival to answer; hung calls hold theirs.",
         "A refused or failed call answers from the prediction cache when the request has an entry there.",
     )
     rules = OUTAGE_RULES
@@ -49,6 +50,8 @@ class CircuitBreakerLab(Lab):
         arrival_rate(20.0, 1.0, 400.0),
         request_budget(5000, 1000, 200000),
         Param("replicas", 4, 1, 64, unit="replicas", help="model-server replicas behind one queue"),
+        Param("caller_threads", 200, 1, 10000, unit="threads", key=True,
+              help="worker threads of the calling service; a request waits for a free one (Tomcat's default 200)"),
         Param("service_ms", 20.0, 1.0, 2000.0, unit="ms", help="mean inference time (lognormal, cv 1)"),
         Param("network_ms", 2.0, 0.0, 500.0, unit="ms", help="round trip between caller and server"),
         *outage_params(60.0, 120.0),
@@ -145,6 +148,7 @@ class CircuitBreakerLab(Lab):
 def _simulate_arm(arm: str, p, draws: dict, outage: Outage, breaker: CircuitBreaker | None) -> dict:
     env = simpy.Environment()
     pool = ReplicaPool(env, servers=p.replicas)
+    workers = simpy.Resource(env, capacity=p.caller_threads)
     faults = FaultSchedule([outage])
     n = p.requests
     log = RequestLog(n, arm)
@@ -163,12 +167,17 @@ def _simulate_arm(arm: str, p, draws: dict, outage: Outage, breaker: CircuitBrea
         return ERROR
 
     def request(i):
+        log.arrival[i] = env.now
+        with workers.request() as worker:
+            yield worker
+            yield from call(i)
+        log.end[i] = env.now
+
+    def call(i):
         now = env.now
-        log.arrival[i] = now
         if breaker is not None:
             if not breaker.try_acquire_permission(now):
                 log.outcome[i] = yield from fall_back(i)
-                log.end[i] = env.now
                 return
             probe[i] = breaker.state is State.HALF_OPEN
         # Every call pays the same network delay, so entering the server's queue now and adding the
@@ -198,7 +207,6 @@ def _simulate_arm(arm: str, p, draws: dict, outage: Outage, breaker: CircuitBrea
             wasted[i] = duration
             outcome = yield from fall_back(i)
         log.outcome[i] = outcome
-        log.end[i] = env.now
 
     env.process(drive(env, draws["arrivals"], request))
     env.run()
@@ -226,6 +234,10 @@ def _breaker_metrics(m: Measurements, breaker: CircuitBreaker, outage: Outage, a
     m.value("pattern", "recovery_time_s", closes[0] - outage.end if closes else np.nan,
             missing="the breaker did not close after the outage ended (or never opened)")
     m.percentiles("pattern", lat_open, (99,), key="p{q}_open_ms", missing=never)
+    probe_waste = arm["wasted"][arm["probe"]].sum()
+    m.share("pattern", "probe_waste_pct", probe_waste, arm["wasted"].sum(),
+            missing="no call failed in the breaker arm: no probe could waste caller time")
+    m.value("pattern", "probe_failures", float(np.sum(arm["probe"] & (arm["wasted"] > 0))))
     m.value("pattern", "not_permitted", float(breaker.not_permitted))
     m.value("pattern", "open_episodes", float(len(dwell) + (1 if tr and tr[-1][2] == State.OPEN else 0)))
 
