@@ -95,9 +95,29 @@ ARM_LABELS = {"baseline": "no defence", "labels_only": "labels only", "rounding"
 CACHE = DiskCache("extraction", code=[__file__, sim.extraction, sim.models, sim.rng])
 
 
+def _cpu_tolerance() -> dict[tuple[str, str], float]:
+    """Numbers another CPU's floating point may move, with relative tolerances. Thresholds: on the
+    mean of REPLICATES copies one test digit of one copy moves the mean by 0.03 points, about 1% of
+    the threshold where the curve is flattest near 80%; Intel vs AMD moved the old one-copy threshold
+    3.7%. Calibration numbers move in their 6th digit (victim float32 rounding)."""
+    tol = {}
+    for arm in EXTRACTION_ARMS:
+        tol.update({(arm, "extraction_queries"): 0.10, (arm, "fidelity_queries"): 0.10,
+                    (arm, "extraction_time_h"): 0.10, (arm, "surrogate_accuracy_pct"): 0.01,
+                    (arm, "surrogate_fidelity_pct"): 0.01, (arm, "ece_pct"): 0.001, (arm, "brier"): 0.001})
+    for arm in ("validator", "pattern"):
+        tol.update({(arm, "answered_pct"): 0.01, (arm, "adversarial_detection_pct"): 0.005})
+    for metric in ("extraction_slowdown_x", "time_slowdown_x", "labels_only_slowdown_x", "rounding_slowdown_x",
+                   "noise_slowdown_x", "validator_slowdown_x", "rate_limit_time_slowdown_x", "time_equivalent_queries"):
+        tol[("comparison", metric)] = 0.15
+    tol[("comparison", "calibration_loss_pct")] = 0.001
+    return tol
+
+
 class ModelTheftLab(Lab):
     id = "q15"
     arms = ARMS
+    cpu_tolerance = _cpu_tolerance()
     headline = ("pattern", "extraction_queries")
     budget_s = 0.5
     params = (
