@@ -12,7 +12,11 @@ compares cell by cell.
 Before building, the generator runs the lab once at the notebook's seed and
 records each claim's verdict in an ``assert`` cell, so a notebook fails loudly
 when a change to a lab or to the catalogue flips a verdict. Regenerate after
-any intended change.
+any intended change. A lab may declare ``cpu_tolerance = {(arm, metric): rel}``
+for numbers another CPU's floating point may move (trained models): the cells
+that print them are tagged ``nbval-ignore-output``, a strict table repeats every
+other metric, and one assert cell checks each such number against its recorded
+value within ``rel``.
 
 Only the standard library and nbformat are imported at module level; nbconvert
 and jupyter_client are imported when notebooks are executed.
@@ -53,6 +57,13 @@ SECTIONS = {
 SOLUTION_TAG = "solution"
 ASSERT_VERDICT = re.compile(r'^assert verdicts\["(?P<id>[^"]+)"\] == "(?P<verdict>holds|fails|conditional|inconclusive|not_measured)"', re.M)
 INTERVAL_MARK = "assert low <= value <= high"
+IGNORE_OUTPUT = "nbval-ignore-output"
+CPU_CHECK = re.compile(r'^cpu_check\("(?P<arm>[^"]+)", "(?P<metric>[^"]+)", (?P<expected>\S+), (?P<tol>\S+)\)$', re.M)
+
+
+def cpu_tolerance(lab) -> dict[tuple[str, str], float]:
+    """The lab's CPU-sensitive (arm, metric) pairs and their relative tolerances (none by default)."""
+    return dict(getattr(lab, "cpu_tolerance", {}) or {})
 
 
 # --------------------------------------------------------------------------- building
@@ -110,13 +121,22 @@ class _Cells:
         self.cells.append(cell)
 
 
-def build_notebook(lab, verdicts: dict[str, str], headline_interval: bool):
+def build_notebook(lab, verdicts: dict[str, str], headline_interval: bool,
+                   cpu_expected: dict[tuple[str, str], float] | None = None):
     """The notebook of ``lab`` (not executed).
 
     ``verdicts`` maps each claim id to the verdict the notebook asserts; ``headline_interval``
     says whether the headline metric had a confidence interval at the seed (then the
-    notebook also asserts the value lies inside it).
+    notebook also asserts the value lies inside it). ``cpu_expected``: the recorded value of
+    each CPU-sensitive metric (default: the values the stored notebook asserts).
     """
+    tolerance = cpu_tolerance(lab)
+    if tolerance and cpu_expected is None:
+        cpu_expected = stored_cpu_expectations(lab.id)
+    missing_cpu = [k for k in tolerance if k not in (cpu_expected or {})]
+    if missing_cpu:
+        raise ValueError(f"{lab.id}: no recorded value for CPU-sensitive {missing_cpu}; regenerate the notebook")
+    loose = [IGNORE_OUTPUT] if tolerance else []  # cells that print CPU-sensitive numbers
     q = lab.question
     claims = list(q.claims)
     missing = [c.id for c in claims if c.id not in verdicts]
@@ -217,10 +237,25 @@ The table has one column per arm; `NaN` means the arm does not measure that metr
 result = lab.run(seed=SEED)
 metrics = pd.DataFrame(result.metrics).rename_axis("metric")
 metrics
-""")
+""", tags=loose)
     c.code("notes", """
 for note in result.notes:
     print("-", note)
+""", tags=loose)
+    if tolerance:
+        pairs = ", ".join(f"({a!r}, {m!r})" for a, m in tolerance)
+        c.md("cpu-sensitive", f"""
+Some numbers come from models trained here in floating point, and another CPU may move them
+slightly (its kernels round differently). They are marked `cpu` in the table below, which
+repeats every other number exactly; the cells above and the tables below that print them are not
+compared digit by digit, and the checks at the end hold each of them to a stated tolerance.
+""")
+        c.code("stable", f"""
+CPU_SENSITIVE = [{pairs}]
+stable = metrics.map(lambda x: "" if pd.isna(x) else fmt(x))
+for arm, metric in CPU_SENSITIVE:
+    stable.loc[metric, arm] = "cpu"
+stable
 """)
 
     # 6. plots
@@ -245,7 +280,7 @@ the target (empty when the target is not a number).
 """)
     c.code("targets", """
 result.metric_table(lab.question)
-""")
+""", tags=loose)
 
     # 8. verdicts
     c.md("verdicts", f"""
@@ -261,7 +296,7 @@ verdict_table = pd.DataFrame(
 )
 verdicts = dict(zip(verdict_table["claim"], verdict_table["verdict"]))
 verdict_table
-""")
+""", tags=loose)
 
     # 9. exercises
     c.md("exercises", f"""
@@ -289,6 +324,7 @@ This lab has no exercises yet. Try changing a parameter from the table above and
 - Watch: `{metric}` on the `{arm}` arm{f" ({unit})" if unit else ""}
 """)
         c.code(f"prediction{k}", f"prediction = None  # your guess for {arm} {metric}{f' ({unit})' if unit else ''}")
+        sensitive = (arm, metric) in tolerance
         c.code(f"solution{k}", f"""
 changed = lab.run(seed=SEED, {_kwargs(ex.changes)})
 arm, metric = {arm!r}, {metric!r}
@@ -298,7 +334,7 @@ if prediction is not None:
     print(f"your prediction: {{prediction}}")
 flipped = [f"{{v.id}}: {{verdicts[v.id]}} -> {{v.verdict}}" for v in changed.claims if v.verdict != verdicts[v.id]]
 print("verdicts that change:", "; ".join(flipped) if flipped else "none")
-""", tags=[SOLUTION_TAG], hidden=True)
+""", tags=[SOLUTION_TAG] + (loose if sensitive else []), hidden=True)
 
     # 10. checks
     c.md("checks", f"""
@@ -322,13 +358,24 @@ assert math.isfinite(value), f"headline {{arm}} {{metric}} is {{value}}"
 {INTERVAL_MARK}, f"headline {{arm}} {{metric}} = {{fmt(value)}} lies outside [{{fmt(low)}}, {{fmt(high)}}]"
 """
     c.code("check-headline", headline)
+    if tolerance:
+        c.code("cpu-check-def", """
+def cpu_check(arm, metric, expected, rel):
+    \"\"\"A CPU-sensitive number within its relative tolerance of the value recorded at generation.\"\"\"
+    value = result.metrics[arm][metric]
+    assert abs(value - expected) <= rel * abs(expected), (
+        f"{arm} {metric} = {value!r}, recorded {expected!r}: moved more than {rel:.0%}")
+""")
+        for (arm, metric), rel in tolerance.items():
+            c.code(f"cpu-{arm}-{metric}", f'cpu_check("{arm}", "{metric}", {cpu_expected[(arm, metric)]!r}, {rel!r})')
     nb.cells = c.cells
     nbformat.validate(nb)
     return nb
 
 
 def expectations(lab, seed: int = SEED) -> tuple[dict[str, str], bool]:
-    """Run the lab once: each claim's verdict, and whether the headline metric has an interval."""
+    """Run the lab once: each claim's verdict, and whether the headline metric has an interval
+    (the CPU-sensitive values of that run: :func:`cpu_expectations`)."""
     result = lab.run(seed=seed)
     arm, metric = lab.headline
     value = result.metrics.get(arm, {}).get(metric)
@@ -342,6 +389,29 @@ def expectations(lab, seed: int = SEED) -> tuple[dict[str, str], bool]:
     interval = result.intervals.get(arm, {}).get(metric)
     has_interval = interval is not None and all(math.isfinite(x) for x in interval)
     return {v.id: v.verdict for v in result.claims}, has_interval
+
+
+def cpu_expectations(lab, seed: int = SEED) -> dict[tuple[str, str], float]:
+    """The CPU-sensitive metrics' values at ``seed`` (a cached run: the one ``expectations`` made)."""
+    tolerance = cpu_tolerance(lab)
+    if not tolerance:
+        return {}
+    result = lab.run(seed=seed)
+    return {(arm, metric): float(result.metrics[arm][metric]) for arm, metric in tolerance}
+
+
+def stored_cpu_expectations(lab_id: str) -> dict[tuple[str, str], float]:
+    """The CPU-sensitive values a stored notebook asserts (empty if there is none)."""
+    try:
+        nb = nbformat.read(str(notebook_path(lab_id)), as_version=4)
+    except (OSError, ValueError):
+        return {}
+    out = {}
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            for m in CPU_CHECK.finditer(cell.source):
+                out[(m["arm"], m["metric"])] = float(m["expected"])
+    return out
 
 
 def stored_expectations(nb) -> tuple[dict[str, str], bool]:
@@ -418,7 +488,7 @@ def generate(lab_id: str, log=None) -> tuple[Path, float]:
     path = notebook_path(lab.id)
     log(f"{lab.id}: running the lab for the expected verdicts")
     verdicts, interval = expectations(lab)
-    nb = build_notebook(lab, verdicts, interval)
+    nb = build_notebook(lab, verdicts, interval, cpu_expectations(lab))
     log(f"{lab.id}: executing {path.relative_to(ROOT)}")
     execute(nb, path.parent)
     for line in _stderr_outputs(nb):

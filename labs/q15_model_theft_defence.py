@@ -68,7 +68,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import sim.extraction
+import sim.models
+import sim.rng
 from sim import extraction as X
+from sim.cache import DiskCache
 from sim.rng import Streams
 from sim.token_bucket import TokenBucket
 
@@ -81,20 +85,39 @@ HONEST_REPEATS = 20  # noise redraws over the 450 test digits for the honest use
 HONEST_REQUESTS = 5_000  # honest client's requests through the token bucket
 DETECT_N = 1_000  # inputs per out-of-distribution family
 CALIBRATION_SHARE = 0.2  # share of the training digits held out to set the detector's threshold
-EXTRACTION_VERSION = 2  # bump to invalidate cached results when the experiment changes
+REPLICATES = 8  # attacker copies trained side by side on the same answers (their mean curve is measured)
 EXTRACTION_ARMS = ("baseline", "labels_only", "rounding", "noise", "validator", "rate_limit", "pattern")
 ARMS = EXTRACTION_ARMS + ("comparison",)
 ARM_LABELS = {"baseline": "no defence", "labels_only": "labels only", "rounding": "rounding",
               "noise": "noise", "validator": "input validator", "rate_limit": "rate limit",
               "pattern": "defence stack"}
-_HERE = Path(__file__).resolve()
-# the victim's training recipe lives in sim/models.py: a change there must refresh cached results
-_MODELS_DIGEST = X.file_digest(str(_HERE.parent.parent / "sim" / "models.py"))
+# The code whose bytes make the cached pieces: this file, the attack, the victim's recipe, the seeds.
+CACHE = DiskCache("extraction", code=[__file__, sim.extraction, sim.models, sim.rng])
+
+
+def _cpu_tolerance() -> dict[tuple[str, str], float]:
+    """Numbers another CPU's floating point may move, with relative tolerances. Thresholds: on the
+    mean of REPLICATES copies one test digit of one copy moves the mean by 0.03 points, about 1% of
+    the threshold where the curve is flattest near 80%; Intel vs AMD moved the old one-copy threshold
+    3.7%. Calibration numbers move in their 6th digit (victim float32 rounding)."""
+    tol = {}
+    for arm in EXTRACTION_ARMS:
+        tol.update({(arm, "extraction_queries"): 0.10, (arm, "fidelity_queries"): 0.10,
+                    (arm, "extraction_time_h"): 0.10, (arm, "surrogate_accuracy_pct"): 0.01,
+                    (arm, "surrogate_fidelity_pct"): 0.01, (arm, "ece_pct"): 0.001, (arm, "brier"): 0.001})
+    for arm in ("validator", "pattern"):
+        tol.update({(arm, "answered_pct"): 0.01, (arm, "adversarial_detection_pct"): 0.005})
+    for metric in ("extraction_slowdown_x", "time_slowdown_x", "labels_only_slowdown_x", "rounding_slowdown_x",
+                   "noise_slowdown_x", "validator_slowdown_x", "rate_limit_time_slowdown_x", "time_equivalent_queries"):
+        tol[("comparison", metric)] = 0.15
+    tol[("comparison", "calibration_loss_pct")] = 0.001
+    return tol
 
 
 class ModelTheftLab(Lab):
     id = "q15"
     arms = ARMS
+    cpu_tolerance = _cpu_tolerance()
     headline = ("pattern", "extraction_queries")
     budget_s = 0.5
     params = (
@@ -186,31 +209,18 @@ class ModelTheftLab(Lab):
 
 
 # ---------------------------------------------------------------------- the expensive part (cached)
-_CODE_DIGEST: list[str] = []  # set at import (end of this module)
-
-
-def _compute_code_digest() -> str:
-    """Digest of the code and constants that produce cached results (not of notes or plots),
-    so editing the presentation keeps the cache and editing the experiment refreshes it.
-    Taken when the module is imported, so it describes the code that runs."""
-    import inspect
-
-    text = inspect.getsource(_Context) + inspect.getsource(_defences)
-    consts = (GRID, CURVE_MIN_END, DETECT_N, CALIBRATION_SHARE, EXTRACTION_VERSION)
-    return X.fingerprint([text, consts])
-
-
 class _Context:
     """One run's access to the victim, the attacker's queries and the cache.
 
     Each cached piece (victim facts, validator measurements, one curve per set
-    of defences) is keyed by exactly the parameters it depends on, plus the
-    code that produces it (this file, sim/extraction.py, sim/models.py).
+    of defences) is keyed by exactly the parameters it depends on; ``CACHE``
+    adds the code that produces it (this file, sim/extraction.py, sim/models.py,
+    sim/rng.py).
     """
 
     def __init__(self, seed: int, p: dict):
         self.seed, self.p = seed, p
-        self.cache = X.DiskCache("extraction")
+        self.cache = CACHE
         self.streams = Streams(seed)
         self.computed: set[str] = set()
         self.compute_s = 0.0
@@ -220,17 +230,14 @@ class _Context:
         self._dirty: set[int] = set()
         self._noise: dict[int, np.ndarray] = {}
         self._validator = None
-        self.code = {"lab": _CODE_DIGEST[0], "extraction": X.CODE_DIGEST, "models": _MODELS_DIGEST,
-                     "version": EXTRACTION_VERSION}
 
     # -- keys
     def _victim_key(self) -> dict:
-        return {"victim": self.p["victim"], "seed": self.seed, "models": self.code["models"],
-                "version": EXTRACTION_VERSION}
+        return {"victim": self.p["victim"], "seed": self.seed}
 
     def _stream_key(self) -> dict:
         p = self.p
-        key = {**self._victim_key(), "attacker_data": p["attacker_data"], "extraction": self.code["extraction"]}
+        key = {**self._victim_key(), "attacker_data": p["attacker_data"]}
         if p["attacker_data"] == "public_mix":
             key.update(public_samples=p["public_samples"], query_noise=p["query_noise"])
         return key
@@ -264,7 +271,7 @@ class _Context:
 
     # -- victim facts: its answers on the test digits
     def victim_facts(self) -> dict:
-        key = {**self._victim_key(), "lab": self.code["lab"]}
+        key = self._victim_key()
         got = self.cache.get_json("victim", key)
         if got is None:
             got = self._timed("victim", self._compute_facts)
@@ -294,7 +301,7 @@ class _Context:
     def detection(self) -> dict:
         p = self.p
         key = {**self._victim_key(), **self._validator_key(), "fgsm_eps": p["fgsm_eps"],
-               "fgsm_minimal": p["fgsm_minimal"], "lab": self.code["lab"], "extraction": self.code["extraction"]}
+               "fgsm_minimal": p["fgsm_minimal"]}
         got = self.cache.get_json("detection", key)
         if got is None:
             got = self._timed("detection", self._compute_detection)
@@ -418,7 +425,7 @@ class _Context:
     def curve(self, arm: str) -> dict:
         policy, validated = _defences(arm, self.p)
         p = self.p
-        key = {**self._stream_key(), "lab": self.code["lab"], "labels_only": policy.labels_only,
+        key = {**self._stream_key(), "labels_only": policy.labels_only,
                "decimals": policy.decimals, "noise_scale": policy.noise_scale if policy.uses_noise else 0.0,
                "validator": self._validator_key() if validated else None, "max_queries": p["max_queries"],
                "target_accuracy_pct": p["target_accuracy_pct"]}
@@ -438,12 +445,13 @@ class _Context:
         target = p["target_accuracy_pct"] / 100.0
         grid = [q for q in GRID if q < p["max_queries"]] + [p["max_queries"]]
         stream = self.stream()
-        surrogate = X.SoftmaxSurrogate(self.streams.fresh("surrogate"))
+        surrogate = X.SurrogateEnsemble([self.streams.fresh(f"surrogate/rep{r}") for r in range(REPLICATES)])
         cap = min(p["max_queries"], CURVE_MIN_END)
         Xs = np.empty((cap, X.N_FEATURES), dtype=np.uint8)
         Ts = np.empty((cap, X.N_CLASSES))
         n = 0
-        rows_out = {"queries": [], "answered": [], "accuracy": [], "fidelity": []}
+        rows_out = {"queries": [], "answered": [], "accuracy": [], "fidelity": [], "accuracy_sd": [],
+                    "fidelity_sd": []}
         sent = 0
         reached_acc = reached_fid = False
         with threadpool_limits(limits=1):
@@ -468,15 +476,19 @@ class _Context:
                         n += idx.size
                 sent = q
                 surrogate.train(Xs[:n], Ts[:n], X.steps_for(n))
-                pred = surrogate.predict(X_test)
-                acc, fid = float(np.mean(pred == y_test)), float(np.mean(pred == victim_pred))
+                pred = surrogate.predict(X_test)  # (replicates, test digits)
+                accs, fids = np.mean(pred == y_test, axis=1), np.mean(pred == victim_pred, axis=1)
+                acc, fid = float(np.mean(accs)), float(np.mean(fids))
                 reached_acc |= acc >= target
                 reached_fid |= fid >= target
-                for k, v in (("queries", q), ("answered", n), ("accuracy", acc), ("fidelity", fid)):
+                for k, v in (("queries", q), ("answered", n), ("accuracy", acc), ("fidelity", fid),
+                             ("accuracy_sd", float(np.std(accs, ddof=1))),
+                             ("fidelity_sd", float(np.std(fids, ddof=1)))):
                     rows_out[k].append(v)
                 if q >= CURVE_MIN_END and reached_acc and reached_fid:
                     break
         rows_out["n_eval"] = int(len(y_test))
+        rows_out["replicates"] = REPLICATES
         return rows_out
 
 
@@ -499,13 +511,19 @@ def _bucket(p: dict) -> TokenBucket:
 
 
 def _threshold(curve: dict, key: str, target: float, max_queries: int) -> tuple[float, bool, tuple[float, float]]:
-    """Queries to reach the target, whether reached, and an interval from the evaluation set's
-    sampling error (where the Wilson band of the curve crosses the target)."""
+    """Queries until the replicates' mean curve reaches the target, whether reached, and an interval:
+    where the curve's 95% band crosses the target. The band adds, in quadrature, the evaluation
+    set's sampling error (Wilson, 450 digits) and the replicates' spread (sd / sqrt(R))."""
     q, v, n = curve["queries"], np.asarray(curve[key]), curve["n_eval"]
+    reps = int(curve.get("replicates", 1))
+    sd = np.asarray(curve.get(f"{key}_sd", np.zeros(len(v))), dtype=float)
+    rep_half = 1.96 * sd / math.sqrt(reps) if reps > 1 else np.zeros(len(v))
     value, reached = X.queries_to_reach(q, v, target)
-    bounds = np.array([X.wilson_interval(x * n, n) for x in v])
-    early, _ = X.queries_to_reach(q, bounds[:, 1], target)  # the upper band reaches it first
-    late, late_ok = X.queries_to_reach(q, bounds[:, 0], target)
+    wilson = np.array([X.wilson_interval(x * n, n) for x in v])
+    upper = v + np.hypot(wilson[:, 1] - v, rep_half)
+    lower = v - np.hypot(v - wilson[:, 0], rep_half)
+    early, _ = X.queries_to_reach(q, upper, target)  # the upper band reaches it first
+    late, late_ok = X.queries_to_reach(q, lower, target)
     beyond = float(max_queries + 1)
     if not reached:
         value = beyond
@@ -675,9 +693,10 @@ def _notes(p, facts, detection, curves, metrics, bucket, ctx) -> list[str]:
         f"Victim: sim.models '{p['victim']}' (seed {ctx.seed}), test accuracy {100 * facts['accuracy']:.1f}% on the 450 "
         f"held-out digits. Attacker: {_attacker_text(p)}; copy = softmax regression trained on the answers.",
         f"Extraction threshold = queries sent until the copy's test accuracy first reaches {p['target_accuracy_pct']:g}% "
-        f"(grid 10, 20, 50, ... interpolated in log queries). Undefended: {_reach_text(b, p)}; "
-        f"defence stack: {_reach_text(pt, p)}. The interval comes from the 450-digit evaluation set only "
-        "(where the curve's 95% band crosses the target), not from rerunning the attack.",
+        f"(grid 10, 20, 50, ... interpolated in log queries), on the mean curve of {REPLICATES} copies trained "
+        f"side by side on the same answers. Undefended: {_reach_text(b, p)}; defence stack: {_reach_text(pt, p)}. "
+        "The interval is where the curve's 95% band crosses the target; the band combines the 450-digit "
+        "evaluation set and the copies' spread (it does not redraw the attacker's queries).",
         f"Rate limit: {p['max_tokens']} tokens, +{p['tokens_per_fill']} every {p['fill_interval']:g} s per key "
         f"(sustained {bucket.sustained_rate_per_s * 60:g}/min); with {p['attacker_keys']} key(s) the attacker needs "
         f"{pt['extraction_time_h']:.3g} h for the stack's threshold and {pt['million_queries_time_h']:.3g} h for "
@@ -776,5 +795,4 @@ def _plot_detection(result):
     return fig
 
 
-_CODE_DIGEST.append(_compute_code_digest())
 LAB = ModelTheftLab()

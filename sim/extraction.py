@@ -41,38 +41,25 @@ Reference implementations (their parameter names are kept, in snake_case):
   under a tied covariance. The threshold is the (1 - fpr) quantile of the
   scores of held-out clean training images.
 
-Disk cache: :class:`DiskCache` keeps JSON results and ``.npy`` arrays under
-the same root as ``sim.models`` (``$ARCHLAB_CACHE``, else
-``$XDG_CACHE_HOME/archlab``, else ``~/.cache/archlab``), in a folder named
-after the library versions; entries are keyed by the SHA-256 of their inputs.
-JSON and ``allow_pickle=False`` arrays cannot run code when read.
+Results of these pieces are cached by their callers in ``sim.cache.DiskCache``.
 """
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import math
-import os
-import re
 from dataclasses import dataclass
-from importlib import metadata
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
-
-from .cache import cache_root
 
 __all__ = [
     "N_FEATURES", "N_CLASSES", "PIXEL_LOW", "PIXEL_HIGH", "CHUNK", "QUERY_KINDS",
     "digits_split", "QueryStream", "OutputPolicy", "to_targets",
     "MahalanobisDetector", "InputValidator", "ACCEPTED", "SCHEMA", "OOD",
-    "SoftmaxSurrogate", "steps_for", "queries_to_reach",
+    "SoftmaxSurrogate", "SurrogateEnsemble", "steps_for", "queries_to_reach",
     "fgsm", "fgsm_minimal", "torch_input_gradient", "logreg_input_gradient",
     "natural_patches", "noise_images", "out_of_range_inputs", "random_perturbation",
     "expected_calibration_error", "brier_score", "wilson_interval",
-    "cache_root", "DiskCache", "fingerprint", "file_digest", "CODE_DIGEST",
 ]
 
 N_FEATURES = 64
@@ -376,6 +363,77 @@ class SoftmaxSurrogate:
         return self.decision(X).argmax(axis=1)
 
 
+class SurrogateEnsemble:
+    """``R`` independent :class:`SoftmaxSurrogate` copies trained side by side on the same answers.
+
+    Replicate ``r`` draws its minibatches from its own generator ``rngs[r]`` (name them, e.g.
+    ``surrogate/rep3``, so replicate r is the same whatever R); the update is SoftmaxSurrogate's,
+    vectorised over replicates (one stacked matmul per step instead of R). Averaging the
+    replicates' accuracy curves damps the training noise that makes one copy's curve jumpy.
+    """
+
+    def __init__(self, rngs, n_features: int = N_FEATURES, n_classes: int = N_CLASSES,
+                 lr: float = 0.01, l2: float = 1e-4, batch_size: int = 256, ema: float = 0.98,
+                 scale: float = 1.0 / PIXEL_HIGH):
+        self.rngs = list(rngs)
+        R = len(self.rngs)
+        if R < 1:
+            raise ValueError("an ensemble needs at least one generator")
+        self.lr, self.l2, self.batch_size, self.ema, self.scale = lr, l2, batch_size, ema, scale
+        self.W = np.zeros((R, n_features, n_classes))
+        self.b = np.zeros((R, 1, n_classes))
+        self._mW, self._vW = np.zeros_like(self.W), np.zeros_like(self.W)
+        self._mb, self._vb = np.zeros_like(self.b), np.zeros_like(self.b)
+        self.W_avg, self.b_avg = self.W.copy(), self.b.copy()
+        self.t = 0
+
+    @property
+    def replicates(self) -> int:
+        return len(self.rngs)
+
+    def train(self, X: np.ndarray, T: np.ndarray, steps: int) -> None:
+        n = len(X)
+        if n == 0 or steps <= 0:
+            return
+        b1, b2, eps = 0.9, 0.999, 1e-8
+        bs = min(self.batch_size, n)
+        for _ in range(steps):
+            idx = np.stack([g.integers(0, n, bs) for g in self.rngs])  # (R, bs)
+            f = X[idx].astype(np.float64) * self.scale  # (R, bs, F)
+            z = f @ self.W + self.b
+            z -= z.max(axis=2, keepdims=True)
+            e = np.exp(z)
+            e /= e.sum(axis=2, keepdims=True)
+            r = (e - T[idx]) / bs
+            gW = f.transpose(0, 2, 1) @ r + self.l2 * self.W
+            gb = r.sum(axis=1, keepdims=True)
+            self.t += 1
+            c1, c2 = 1 - b1 ** self.t, 1 - b2 ** self.t
+            for p, g, m, v in ((self.W, gW, self._mW, self._vW), (self.b, gb, self._mb, self._vb)):
+                m *= b1
+                m += (1 - b1) * g
+                v *= b2
+                v += (1 - b2) * g * g
+                p -= self.lr * (m / c1) / (np.sqrt(v / c2) + eps)
+            self.W_avg *= self.ema
+            self.W_avg += (1 - self.ema) * self.W
+            self.b_avg *= self.ema
+            self.b_avg += (1 - self.ema) * self.b
+
+    def decision(self, X: np.ndarray) -> np.ndarray:
+        """``(R, n, classes)`` scores."""
+        R = self.replicates
+        if self.t == 0:
+            return np.zeros((R, len(X), self.W.shape[2]))
+        corr = 1.0 - self.ema ** self.t
+        f = np.asarray(X, dtype=np.float64) * self.scale
+        return f[None] @ (self.W_avg / corr) + self.b_avg / corr
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """``(R, n)`` labels, one row per replicate."""
+        return self.decision(X).argmax(axis=2)
+
+
 def queries_to_reach(queries, values, target: float) -> tuple[float, bool]:
     """First point where ``values`` reaches ``target``, interpolated linearly in log(queries)
     between the grid point before and the first one at or above the target.
@@ -527,85 +585,3 @@ def wilson_interval(k: float, n: float, z: float = 1.959964) -> tuple[float, flo
     mid = (p + z * z / (2 * n)) / den
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
     return (max(0.0, mid - half), min(1.0, mid + half))
-
-
-# --------------------------------------------------------------------------- disk cache
-
-
-def _versions() -> dict[str, str]:
-    out = {}
-    for dist in ("torch", "scikit-learn", "numpy"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:  # pragma: no cover
-            out[dist] = "none"
-    return out
-
-
-def fingerprint(obj) -> str:
-    """SHA-256 of a JSON-able object (sorted keys): a cache key."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-@functools.lru_cache(maxsize=None)
-def file_digest(path: str) -> str:
-    """SHA-256 of a file's bytes (code that shapes a cached result is part of its key).
-    Call it when the code is imported, not later: a file edited after the import would
-    otherwise label results of the old code with the new code's digest."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-#: This module's digest, taken at import, so it describes the code that is running.
-CODE_DIGEST = file_digest(__file__)
-
-
-class DiskCache:
-    """JSON results and ``.npy`` arrays under ``cache_root()/<namespace>-<library versions>/``.
-
-    Writes are atomic (temporary file + ``os.replace``); a file that cannot be
-    read or parsed is treated as missing; a folder that cannot be written only
-    loses the caching, never the result.
-    """
-
-    def __init__(self, namespace: str):
-        key = namespace + "-" + "-".join(f"{k}{v}" for k, v in _versions().items())
-        self.folder = cache_root() / re.sub(r"[^A-Za-z0-9._-]", "_", key)
-
-    def _path(self, kind: str, key: dict, ext: str) -> Path:
-        return self.folder / f"{kind}-{fingerprint(key)[:32]}.{ext}"
-
-    def _write(self, path: Path, data: bytes) -> None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
-        except OSError:
-            pass
-
-    def get_json(self, kind: str, key: dict):
-        path = self._path(kind, key, "json")
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        return doc.get("value") if isinstance(doc, dict) and doc.get("key") == json.loads(
-            json.dumps(key, sort_keys=True, default=str)) else None
-
-    def put_json(self, kind: str, key: dict, value) -> None:
-        doc = {"key": key, "value": value}
-        self._write(self._path(kind, key, "json"), json.dumps(doc, sort_keys=True, default=str).encode())
-
-    def get_array(self, kind: str, key: dict) -> np.ndarray | None:
-        path = self._path(kind, key, "npy")
-        try:
-            return np.load(path, allow_pickle=False)
-        except (OSError, ValueError):
-            return None
-
-    def put_array(self, kind: str, key: dict, arr: np.ndarray) -> None:
-        import io
-
-        buf = io.BytesIO()
-        np.save(buf, np.asarray(arr), allow_pickle=False)
-        self._write(self._path(kind, key, "npy"), buf.getvalue())

@@ -29,29 +29,14 @@ torch and for BLAS (see :func:`sim.profiles.torch_threads` for why).
 
 Caching
 -------
-``get_model(name, seed)`` trains a model once and then reuses it, at two
-levels: in this process (``functools.lru_cache``) and on disk under
-``$ARCHLAB_CACHE``, else ``$XDG_CACHE_HOME/archlab``, else
-``~/.cache/archlab``, in ``models-torch<v>-sklearn<v>-numpy<v>/seed<seed>/``
-(a new library version therefore never reads an old file).
-
-* torch weights are stored with ``torch.save(state_dict)`` and read with
-  ``torch.load(..., weights_only=True)``, which cannot run code.
-* scikit-learn models have no safe format, so they are pickled. Unpickling runs
-  code, so ArchLab unpickles only files it wrote itself: each pickle is written
-  together with a JSON manifest ``<name>.json`` recording the SHA-256 of the
-  pickle's bytes, and a pickle whose bytes do not hash to the manifest's value
-  is never unpickled: the model is retrained and the files rewritten. This
-  guards against a truncated, corrupted or swapped file; it is not a defence
-  against someone who can write to your cache folder (they could rewrite the
-  manifest too), which is the same trust you already place in that folder.
-* Every file (``.pt`` too) is checked against its manifest; the manifest must
-  name the same library versions, seed and training recipe; and a loaded model
-  must reproduce the manifest's test accuracy. Any failure — missing,
-  truncated, corrupt, tampered file, unreadable manifest — leads to retraining,
-  never to a crash.
-* ``mlp_int8`` is not stored: it is re-quantised from the cached ``mlp``
-  (deterministic, a few milliseconds).
+``get_model(name, seed)`` trains a model once and then reuses it: in this
+process (``functools.lru_cache``) and on disk through ``sim.cache.DiskCache``
+(``CACHE``), keyed by name, seed and training recipe and by the bytes of this
+file, so an edited recipe never reads an old model. torch weights are read
+with ``torch.load(weights_only=True)``; scikit-learn pickles are unpickled only
+when their bytes match the SHA-256 in the entry's manifest; a loaded model must
+reproduce the manifest's test accuracy. Any failure retrains, never crashes.
+``mlp_int8`` is re-quantised from the cached ``mlp`` (a few milliseconds).
 
 ``TRAIN_COUNTS`` counts trainings in this process (tests use it to tell a
 cache hit from a retrain).
@@ -60,12 +45,9 @@ from __future__ import annotations
 
 import collections
 import functools
-import hashlib
 import io
-import json
-import os
+import math
 import pickle
-import re
 import threading
 import time
 import warnings
@@ -85,7 +67,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from .cache import cache_root
+from .cache import DiskCache, cache_root
 from sim.profiles import (  # re-exported: the model layer's public API
     DEFAULT_BATCH_SIZES,
     Profile,
@@ -99,7 +81,8 @@ __all__ = [
     "TrainedModel",
     "get_model",
     "cache_root",
-    "cache_dir",
+    "cache_entry",
+    "CACHE",
     "clear_memory_cache",
     "digits_split",
     "Profile",
@@ -113,7 +96,6 @@ __all__ = [
 MODEL_NAMES = ("mlp", "mlp_int8", "logreg", "forest")
 SPLIT_SEED = 0
 TEST_SIZE = 0.25
-MANIFEST_FORMAT = 1
 
 # MLP training recipe (~1 s on one quiet core; 97.5-98.4% test accuracy, seeds 0-5)
 MLP_HIDDEN = 256
@@ -345,70 +327,19 @@ def _sklearn_n_params(name: str, est) -> int:
     return int(sum(t.tree_.node_count for t in est.estimators_))
 
 
-# --------------------------------------------------------------------------- cache paths
-def _versions() -> dict[str, str]:
-    return {"torch": torch.__version__, "sklearn": sklearn.__version__, "numpy": np.__version__}
+# --------------------------------------------------------------------------- the disk cache
+#: sim.cache.DiskCache keyed by (name, seed, recipe) and by this file's bytes, taken at import.
+CACHE = DiskCache("models", code=[__file__])
+_EXT = {"torch": "pt", "sklearn": "pkl"}
 
 
-def cache_dir(seed: int = 0) -> Path:
-    """The folder for this seed and these library versions."""
-    key = "models-" + "-".join(f"{k}{v}" for k, v in _versions().items())
-    key = re.sub(r"[^A-Za-z0-9._-]", "_", key)
-    return cache_root() / key / f"seed{int(seed)}"
+def _cache_key(name: str, seed: int) -> dict:
+    return {"model": name, "seed": int(seed), "recipe": _recipe(name)}
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def _write_cache(folder: Path, name: str, family: str, payload: bytes, ext: str, seed: int,
-                 accuracy: float, train_seconds: float) -> None:
-    """Model file first, manifest last: a crash in between leaves no manifest,
-    hence a retrain, never a half-trusted file."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fname = f"{name}.{ext}"
-        _atomic_write(folder / fname, payload)
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "name": name,
-            "family": family,
-            "file": fname,
-            "sha256": _sha256(payload),
-            "size_bytes": len(payload),
-            "seed": seed,
-            "versions": _versions(),
-            "recipe": _recipe(name),
-            "accuracy": accuracy,
-            "train_seconds": round(train_seconds, 4),
-            "written_by": "archlab sim.models",
-        }
-        _atomic_write(folder / f"{name}.json", json.dumps(manifest, indent=1).encode())
-    except OSError as exc:  # read-only home etc.: still usable, just not cached
-        warnings.warn(f"archlab: could not write model cache in {folder}: {exc}", RuntimeWarning)
-
-
-def _read_cache(folder: Path, name: str, family: str, seed: int) -> tuple[bytes, dict]:
-    """Return (verified file bytes, manifest) or raise."""
-    manifest = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
-    expect = {"format": MANIFEST_FORMAT, "name": name, "family": family, "seed": seed,
-              "versions": _versions(), "recipe": _recipe(name)}
-    for k, v in expect.items():
-        if manifest.get(k) != v:
-            raise ValueError(f"manifest field {k!r} is {manifest.get(k)!r}, expected {v!r}")
-    fname = manifest["file"]
-    if Path(fname).name != fname:
-        raise ValueError(f"manifest names a file outside the cache folder: {fname!r}")
-    data = (folder / fname).read_bytes()
-    if _sha256(data) != manifest["sha256"]:
-        raise ValueError(f"{fname}: SHA-256 does not match the manifest; refusing to load it")
-    return data, manifest
+def cache_entry(name: str, seed: int = 0) -> tuple[Path, Path]:
+    """(payload file, manifest file) of a model's disk-cache entry."""
+    return CACHE.paths(name, _cache_key(name, seed), _EXT["torch" if name == "mlp" else "sklearn"])
 
 
 # --------------------------------------------------------------------------- building models
@@ -418,28 +349,36 @@ def _accuracy(predict, X, y) -> float:
         return float(np.mean(predict(X) == y))
 
 
-def _build_mlp(seed: int, folder: Path) -> tuple[TrainedModel, DigitsMLP]:
+def _check_accuracy(name: str, acc: float, meta: dict) -> None:
+    if abs(acc - float(meta.get("accuracy", math.nan))) > 1e-9:
+        raise ValueError(f"cached {name} scores {acc}, its manifest says {meta.get('accuracy')}")
+
+
+def _build_mlp(seed: int) -> tuple[TrainedModel, DigitsMLP]:
     _, X_test, _, y_test = digits_split()
+    key = _cache_key("mlp", seed)
     module = None
     try:
-        data, man = _read_cache(folder, "mlp", "torch", seed)
-        state = torch.load(io.BytesIO(data), weights_only=True)
+        got = CACHE.get_torch_state("mlp", key)  # weights_only=True, after the SHA-256 check
+        if got is None:
+            raise LookupError("not cached")
+        state, meta = got
         module = DigitsMLP()
         module.load_state_dict(state, strict=True)
         module.eval()
         acc = _accuracy(_torch_fns(module)[1], X_test, y_test)
-        if abs(acc - float(man["accuracy"])) > 1e-9:
-            raise ValueError(f"cached mlp scores {acc}, manifest says {man['accuracy']}")
-        from_cache, train_s = True, float(man["train_seconds"])
+        _check_accuracy("mlp", acc, meta)
+        from_cache, train_s = True, float(meta["train_seconds"])
     except Exception as exc:  # noqa: BLE001 — any cache problem means "retrain"
-        _warn_retrain(folder, "mlp", exc)
+        _warn_retrain("mlp", exc)
         t0 = time.perf_counter()
         module = _train_mlp(seed)
         train_s = time.perf_counter() - t0
         TRAIN_COUNTS["mlp"] += 1
         acc = _accuracy(_torch_fns(module)[1], X_test, y_test)
         from_cache = False
-        _write_cache(folder, "mlp", "torch", _state_dict_bytes(module), "pt", seed, acc, train_s)
+        _stored(CACHE.put_torch_state("mlp", key, module.state_dict(),
+                                      {"accuracy": acc, "train_seconds": round(train_s, 4)}), "mlp")
     proba, predict = _torch_fns(module)
     n_params = int(sum(p.numel() for p in module.parameters()))
     tm = TrainedModel("mlp", "torch", acc, n_params, len(_state_dict_bytes(module)), seed,
@@ -447,26 +386,33 @@ def _build_mlp(seed: int, folder: Path) -> tuple[TrainedModel, DigitsMLP]:
     return tm, module
 
 
-def _warn_retrain(folder: Path, name: str, exc: Exception) -> None:
-    # A plain miss (no manifest yet) is the normal first run: stay quiet.
-    if isinstance(exc, FileNotFoundError) and exc.filename and str(exc.filename).endswith(f"{name}.json"):
+def _warn_retrain(name: str, exc: Exception) -> None:
+    # A plain miss (nothing cached yet) is the normal first run: stay quiet.
+    if isinstance(exc, LookupError):
         return
-    warnings.warn(f"archlab: cached {name!r} in {folder} unusable ({exc}); retraining", RuntimeWarning)
+    warnings.warn(f"archlab: cached {name!r} in {CACHE.folder} unusable ({exc}); retraining", RuntimeWarning)
 
 
-def _build_sklearn(name: str, seed: int, folder: Path) -> TrainedModel:
+def _stored(ok: bool, name: str) -> None:
+    if not ok:  # read-only home etc.: still usable, just not cached
+        warnings.warn(f"archlab: could not write the {name!r} model cache in {CACHE.folder}", RuntimeWarning)
+
+
+def _build_sklearn(name: str, seed: int) -> TrainedModel:
     _, X_test, _, y_test = digits_split()
+    key = _cache_key(name, seed)
     try:
-        data, man = _read_cache(folder, name, "sklearn", seed)
-        est = pickle.loads(data)  # only after the SHA-256 check above
+        got = CACHE.get_pickle(name, key)  # unpickled only after the SHA-256 check
+        if got is None:
+            raise LookupError("not cached")
+        est, meta = got
         if type(est).__name__ != _SKLEARN_TYPES[name]:
             raise TypeError(f"cached {name} is a {type(est).__name__}")
         acc = _accuracy(est.predict, X_test, y_test)
-        if abs(acc - float(man["accuracy"])) > 1e-9:
-            raise ValueError(f"cached {name} scores {acc}, manifest says {man['accuracy']}")
-        from_cache, train_s, size = True, float(man["train_seconds"]), len(data)
+        _check_accuracy(name, acc, meta)
+        from_cache, train_s = True, float(meta["train_seconds"])
     except Exception as exc:  # noqa: BLE001
-        _warn_retrain(folder, name, exc)
+        _warn_retrain(name, exc)
         t0 = time.perf_counter()
         with threadpool_limits(limits=1):
             est = _SKLEARN_TRAINERS[name](seed)
@@ -474,9 +420,8 @@ def _build_sklearn(name: str, seed: int, folder: Path) -> TrainedModel:
         TRAIN_COUNTS[name] += 1
         acc = _accuracy(est.predict, X_test, y_test)
         from_cache = False
-        payload = pickle.dumps(est, protocol=pickle.HIGHEST_PROTOCOL)
-        size = len(payload)
-        _write_cache(folder, name, "sklearn", payload, "pkl", seed, acc, train_s)
+        _stored(CACHE.put_pickle(name, key, est, {"accuracy": acc, "train_seconds": round(train_s, 4)}), name)
+    size = len(pickle.dumps(est, protocol=pickle.HIGHEST_PROTOCOL))
     return TrainedModel(name, "sklearn", acc, _sklearn_n_params(name, est), size, seed, train_s,
                         from_cache, X_test, y_test, est, est.predict_proba, est.predict)
 
@@ -486,9 +431,9 @@ _BUILD_LOCK = threading.RLock()
 
 @functools.lru_cache(maxsize=None)
 def _model_in_process(name: str, seed: int, folder: str) -> TrainedModel:
-    path = Path(folder)
+    # ``folder`` (the cache folder) is part of the memo key: a new $ARCHLAB_CACHE is a new cache
     if name == "mlp":
-        return _build_mlp(seed, path)[0]
+        return _build_mlp(seed)[0]
     if name == "mlp_int8":
         base = _model_in_process("mlp", seed, folder)
         t0 = time.perf_counter()
@@ -500,7 +445,7 @@ def _model_in_process(name: str, seed: int, folder: str) -> TrainedModel:
                             base.train_seconds + q_s, base.from_cache, base.X_test, base.y_test,
                             q, proba, predict)
     if name in _SKLEARN_TRAINERS:
-        return _build_sklearn(name, seed, path)
+        return _build_sklearn(name, seed)
     raise KeyError(f"unknown model {name!r}; choose from {MODEL_NAMES}")
 
 
@@ -516,7 +461,7 @@ def get_model(name: str, seed: int = 0) -> TrainedModel:
     if int(seed) != seed or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     with _BUILD_LOCK:  # one trainer at a time (e.g. several explorer sessions)
-        return _model_in_process(name, int(seed), str(cache_dir(int(seed))))
+        return _model_in_process(name, int(seed), str(CACHE.folder))
 
 
 def clear_memory_cache() -> None:

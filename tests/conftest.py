@@ -1,16 +1,28 @@
-"""Suite-wide set-up: build the labs' caches once, before any worker starts.
+"""Suite-wide set-up: a new, empty cache folder per test session, then the labs' caches.
 
-Some labs cache expensive work on disk (trained models, extraction curves).
-Building those caches here, in the controlling process only, keeps parallel
-workers from racing to build the same files and keeps timed tests warm.
+Tests never read or write the user's cache: the controlling process makes one
+temporary folder, points ``ARCHLAB_CACHE`` and ``XDG_CACHE_HOME`` at it through
+``os.environ`` (xdist workers and notebook kernels started later inherit it) and
+removes it at the end, so every run tests a cold start. It then builds the labs'
+expensive caches (trained models, extraction curves) once, in the controller only,
+so parallel workers do not race to build the same entries and timed tests run warm.
 """
+import os
+import shutil
 import sys
+import tempfile
 import time
+
+_MADE: list[str] = []
 
 
 def pytest_configure(config):
     if hasattr(config, "workerinput"):  # an xdist worker: the controller already did it
         return
+    root = tempfile.mkdtemp(prefix="archlab-test-cache-")
+    _MADE.append(root)
+    os.environ["ARCHLAB_CACHE"] = os.path.join(root, "archlab")
+    os.environ["XDG_CACHE_HOME"] = os.path.join(root, "xdg")
     from labs import all_labs
 
     for lab in all_labs():
@@ -19,3 +31,10 @@ def pytest_configure(config):
         spent = time.perf_counter() - t0
         if spent > 1:
             print(f"conftest: prepared {lab.id} caches in {spent:.1f} s", file=sys.stderr)
+
+
+def pytest_unconfigure(config):
+    if hasattr(config, "workerinput"):
+        return
+    while _MADE:
+        shutil.rmtree(_MADE.pop(), ignore_errors=True)

@@ -277,22 +277,3 @@ def test_wilson_interval():
     lo, hi = X.wilson_interval(50, 100)
     assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
     assert all(math.isnan(v) for v in X.wilson_interval(0, 0))
-
-
-# --------------------------------------------------------------------------- the disk cache
-def test_disk_cache_round_trips_and_survives_damage(tmp_path, monkeypatch):
-    monkeypatch.setenv("ARCHLAB_CACHE", str(tmp_path))
-    c = X.DiskCache("test")
-    assert str(c.folder).startswith(str(tmp_path))
-    key = {"a": 1, "b": [1.5, "x"]}
-    assert c.get_json("thing", key) is None
-    c.put_json("thing", key, {"v": [0.1, 0.2]})
-    assert c.get_json("thing", key) == {"v": [0.1, 0.2]}
-    assert c.get_json("thing", {"a": 2, "b": [1.5, "x"]}) is None
-    arr = np.arange(12, dtype=np.float32).reshape(3, 4)
-    c.put_array("arr", key, arr)
-    np.testing.assert_array_equal(c.get_array("arr", key), arr)
-    for path in c.folder.iterdir():  # truncate every file: reads become misses, not crashes
-        path.write_bytes(path.read_bytes()[:5])
-    assert c.get_json("thing", key) is None
-    assert c.get_array("arr", key) is None

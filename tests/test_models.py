@@ -55,8 +55,9 @@ def _use_cache(monkeypatch, folder):
 
 
 def _copy_cache(cache, dest):
+    """Copy the cache; returns a function giving (payload, manifest) of a model's entry in the copy."""
     shutil.copytree(cache, dest)
-    return M.cache_dir(0).relative_to(cache)  # same layout below the root
+    return lambda name: tuple(dest / p.relative_to(cache) for p in M.cache_entry(name, 0))
 
 
 # --------------------------------------------------------------------------- models
@@ -117,16 +118,15 @@ def test_same_seed_same_predictions(models, tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------- cache
 def test_cache_folder_layout(cache, models):
-    folder = M.cache_dir(0)
-    assert folder.is_relative_to(cache)
-    assert folder.name == "seed0"
-    assert torch.__version__.replace("+", "_") in folder.parent.name
-    assert M.cache_dir(3).name == "seed3"
     for name, ext in (("mlp", "pt"), ("logreg", "pkl"), ("forest", "pkl")):
-        assert (folder / f"{name}.{ext}").is_file()
-        man = json.loads((folder / f"{name}.json").read_text())
-        assert man["file"] == f"{name}.{ext}" and len(man["sha256"]) == 64
-    assert not list(folder.glob("mlp_int8*"))  # re-quantised from mlp, not stored
+        payload, manifest = M.cache_entry(name, 0)
+        assert payload.is_relative_to(cache) and payload.suffix == f".{ext}" and payload.is_file()
+        assert torch.__version__.replace("+", "_") in payload.parent.name
+        man = json.loads(manifest.read_text())
+        assert man["file"] == payload.name and len(man["sha256"]) == 64
+        assert man["key"] == {"model": name, "seed": 0, "recipe": M._recipe(name)}
+    assert M.cache_entry("logreg", 3)[0] != M.cache_entry("logreg", 0)[0]
+    assert not list(M.CACHE.folder.glob("mlp_int8*"))  # re-quantised from mlp, not stored
 
 
 def test_cache_round_trip_loads_without_retraining(cache, models, monkeypatch):
@@ -145,7 +145,7 @@ def test_cache_round_trip_loads_without_retraining(cache, models, monkeypatch):
 
 
 def test_torch_weights_load_with_weights_only(cache, models):
-    path = M.cache_dir(0) / "mlp.pt"
+    path = M.cache_entry("mlp", 0)[0]
     state = torch.load(path, weights_only=True)
     assert set(state) == set(M.DigitsMLP().state_dict())
     assert all(isinstance(v, torch.Tensor) for v in state.values())
@@ -162,10 +162,9 @@ class _Evil:
 
 
 def test_tampered_pickle_is_not_loaded_and_is_retrained(cache, models, tmp_path, monkeypatch):
-    sub = _copy_cache(cache, tmp_path / "c")
-    folder = tmp_path / "c" / sub
+    entry = _copy_cache(cache, tmp_path / "c")
     marker = tmp_path / "pwned"
-    (folder / "logreg.pkl").write_bytes(pickle.dumps(_Evil(marker)))
+    entry("logreg")[0].write_bytes(pickle.dumps(_Evil(marker)))
     _use_cache(monkeypatch, tmp_path / "c")
     before = M.TRAIN_COUNTS["logreg"]
     with pytest.warns(RuntimeWarning, match="SHA-256"):
@@ -180,21 +179,21 @@ def test_tampered_pickle_is_not_loaded_and_is_retrained(cache, models, tmp_path,
 
 @pytest.mark.parametrize("damage", ["truncate_pt", "garbage_manifest", "missing_pickle", "stale_recipe"])
 def test_damaged_cache_retrains_instead_of_crashing(cache, models, tmp_path, monkeypatch, damage):
-    sub = _copy_cache(cache, tmp_path / "c")
-    folder = tmp_path / "c" / sub
+    entry = _copy_cache(cache, tmp_path / "c")
     name = {"truncate_pt": "mlp", "garbage_manifest": "logreg", "missing_pickle": "logreg",
             "stale_recipe": "logreg"}[damage]
+    payload, manifest = entry(name)
     if damage == "truncate_pt":
-        data = (folder / "mlp.pt").read_bytes()
-        (folder / "mlp.pt").write_bytes(data[: len(data) // 2])
+        data = payload.read_bytes()
+        payload.write_bytes(data[: len(data) // 2])
     elif damage == "garbage_manifest":
-        (folder / "logreg.json").write_text("{not json")
+        manifest.write_text("{not json")
     elif damage == "missing_pickle":
-        (folder / "logreg.pkl").unlink()
-    else:  # trained with another recipe (an older version of sim/models.py)
-        man = json.loads((folder / "logreg.json").read_text())
-        man["recipe"]["max_iter"] = 100
-        (folder / "logreg.json").write_text(json.dumps(man))
+        payload.unlink()
+    else:  # a manifest naming another recipe (written by an older sim/models.py)
+        man = json.loads(manifest.read_text())
+        man["key"]["recipe"]["max_iter"] = 100
+        manifest.write_text(json.dumps(man))
     _use_cache(monkeypatch, tmp_path / "c")
     before = M.TRAIN_COUNTS[name]
     with warnings.catch_warnings():

@@ -5,7 +5,11 @@ the user's cache folder); later runs of the same setting read the cache.
 """
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -129,3 +133,28 @@ def test_token_bucket_in_the_lab_is_envoys(default):
     p = default.params
     b = TokenBucket(p["max_tokens"], p["tokens_per_fill"], p["fill_interval"])
     assert b.sustained_rate_per_s * 60 == pytest.approx(100.0)  # the seed's 50-100 queries/min per user
+
+
+def test_threshold_band_widens_with_the_replicates_spread():
+    curve = {"queries": [10, 100, 1000], "accuracy": [0.2, 0.79, 0.95], "fidelity": [0.2, 0.79, 0.95],
+             "n_eval": 450}
+    _, _, (lo0, hi0) = _threshold(curve, "accuracy", 0.8, 1000)
+    curve.update(replicates=8, accuracy_sd=[0.0, 0.1, 0.1])
+    value, _, (lo, hi) = _threshold(curve, "accuracy", 0.8, 1000)
+    assert lo < lo0 and hi >= hi0 and lo <= value <= hi
+
+
+_DUMP = "import json; from labs import get_lab; r = get_lab('q15').run(seed=0); print(json.dumps(r.metrics))"
+
+
+def test_a_fresh_build_and_a_cached_read_are_bit_identical(default, tmp_path):
+    """The session's cache was built by conftest in another call; a new process on an empty
+    cache computes everything again: same floats to the last bit."""
+    env = {**os.environ, "ARCHLAB_CACHE": str(tmp_path / "fresh")}
+    out = subprocess.run([sys.executable, "-c", _DUMP], env=env, capture_output=True, text=True, check=True,
+                         timeout=300)
+    fresh = out.stdout.strip()  # JSON text: floats at full precision (repr), NaN compared as text
+    assert fresh == json.dumps(default.metrics)
+    again = subprocess.run([sys.executable, "-c", _DUMP], env=env, capture_output=True, text=True, check=True,
+                           timeout=300)
+    assert again.stdout.strip() == fresh  # and a second process reading that new cache
