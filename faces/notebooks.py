@@ -204,6 +204,8 @@ def fmt(x):
 
 pd.set_option("display.float_format", fmt)
 pd.set_option("display.max_colwidth", None)
+pd.set_option("display.width", 200)  # fixed, so a terminal's width never changes a stored table
+pd.set_option("display.max_columns", 50)
 
 lab = get_lab("{lab.id}")
 SEED = {SEED}

@@ -134,6 +134,8 @@ def _one_param_region(name: str, values: list, good: list) -> str:
 def region_text(axes: list[tuple[str, list]], cells: list[dict]) -> str:
     """Where a claim holds, in words, from grid cells ``{param: value, ..., "verdict": ...}``."""
     (n1, v1) = axes[0]
+    if all(c["verdict"] == "holds" for c in cells):
+        return "every setting tried"
     if len(axes) == 1:
         good = [v for v in v1 if any(c[n1] == v and c["verdict"] == "holds" for c in cells)]
         return _one_param_region(n1, v1, good)
@@ -159,6 +161,34 @@ class SweepRunner:
     progress: Callable[[int], None] | None = None
     memo: dict = field(default_factory=dict)
 
+    def prefetch(self, changes_list: list[dict], jobs: int = 1) -> None:
+        """Run many settings at once on joblib workers (same seed: identical to running them one by one)."""
+        todo, seen = [], set()
+        for changes in changes_list:
+            setting = {**self.base, **changes}
+            key = tuple(sorted(setting.items()))
+            if key in self.memo or key in seen:
+                continue
+            try:
+                self.lab.settings(setting)
+            except ParamError as e:
+                self.memo[key] = (None, str(e))
+                continue
+            seen.add(key)
+            todo.append((key, setting))
+        if jobs <= 1 or len(todo) < 2:
+            for _, setting in todo:
+                self.at({k: v for k, v in setting.items()})
+            return
+        from joblib import Parallel, delayed
+
+        results = Parallel(n_jobs=jobs, return_as="generator")(
+            delayed(_run_at)(self.lab.id, self.seed, setting) for _, setting in todo)
+        for (key, _), res in zip(todo, results):
+            self.memo[key] = (res, None)
+            if self.progress:
+                self.progress(len(self.memo))
+
     def at(self, changes: dict):
         """(result, None) or (None, reason) when a cross-parameter rule forbids the setting."""
         setting = {**self.base, **changes}
@@ -171,6 +201,33 @@ class SweepRunner:
             if self.progress:
                 self.progress(len(self.memo))
         return self.memo[key]
+
+
+def _run_at(lab_id: str, seed: int, setting: dict):
+    from .registry import get_lab
+
+    return get_lab(lab_id).run(seed, **setting)
+
+
+def claim_settings(claim: ClaimSpec, base: dict) -> list[dict]:
+    """Every setting ``check_claim`` will ask for: the sweep grid and the control."""
+    axes = _axes(claim, base)
+    out = [dict(zip([a for a, _ in axes], combo)) for combo in itertools.product(*[v for _, v in axes])]
+    if claim.control:
+        out.append(dict(claim.control))
+    return out
+
+
+def _axes(claim: ClaimSpec, base: dict) -> list[tuple[str, list]]:
+    axes = []
+    for name, values in claim.sweep:
+        vals = list(values)
+        if len(claim.sweep) == 1 and base[name] not in vals:
+            vals.append(base[name])
+        if all(_is_num(v) for v in vals):
+            vals.sort()
+        axes.append((name, vals))
+    return axes
 
 
 def _cell_verdict(claim: ClaimSpec, runner: SweepRunner, changes: dict) -> dict:
@@ -189,14 +246,7 @@ def check_claim(claim: ClaimSpec, runner: SweepRunner) -> Verdict:
     here_res, _ = runner.at({})
     here = next(v for v in here_res.claims if v.id == claim.id)
     if claim.sweep:
-        axes = []
-        for name, values in claim.sweep:
-            vals = list(values)
-            if len(claim.sweep) == 1 and runner.base[name] not in vals:
-                vals.append(runner.base[name])
-            if all(_is_num(v) for v in vals):
-                vals.sort()
-            axes.append((name, vals))
+        axes = _axes(claim, runner.base)
         cells = [_cell_verdict(claim, runner, dict(zip([a for a, _ in axes], combo)))
                  for combo in itertools.product(*[v for _, v in axes])]
         counts = {k: sum(c["verdict"] == k for c in cells) for k in ("holds", "fails", "inconclusive", "not_measured")}

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .catalog import Question, load_catalog
-from .claims import SweepRunner, Verdict, check_claim, point_verdict
+from .claims import SweepRunner, Verdict, check_claim, claim_settings, point_verdict
 from .measure import Measurements, fmt_number
 from .params import Param, ParamError, Rule, Settings, check_seed
 
@@ -247,8 +247,13 @@ class Lab:
         """An upper bound on the runs ``check`` makes (sweep points and controls, before memoising)."""
         return 1 + sum(math.prod(len(v) for _, v in c.sweep) + bool(c.control) for c in self.question.claims)
 
-    def check(self, seed: int = 0, progress: Callable[[int], None] | None = None, **params) -> list[Verdict]:
-        """Every claim's verdict over its sweep and control, on common random numbers (one seed)."""
+    def check(self, seed: int = 0, progress: Callable[[int], None] | None = None, jobs: int = 1,
+              **params) -> list[Verdict]:
+        """Every claim's verdict over its sweep and control, on common random numbers (one seed).
+
+        ``jobs`` > 1 runs the settings on joblib workers first; the verdicts are the same.
+        """
         seed = check_seed(seed)
         runner = SweepRunner(self, seed, dict(self.settings(params)), progress)
+        runner.prefetch([{}] + [s for c in self.question.claims for s in claim_settings(c, runner.base)], jobs)
         return [check_claim(c, runner) for c in self.question.claims]
