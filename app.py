@@ -98,7 +98,7 @@ def targets_table(q: Question):
                  hide_index=True, width="stretch")
 
 
-def claim_card(v, region=None):
+def claim_card(v, region=None, why: str = ""):
     shown = region or v
     with st.container(border=True):
         colour = ex.VERDICT_COLOUR.get(shown.verdict, "gray")
@@ -108,6 +108,18 @@ def claim_card(v, region=None):
         st.caption(f"At these settings: {v.detail}")
         if region is not None:
             st.caption(f"Across the sweep: {region.detail}")
+            if region.grid:
+                st.altair_chart(ex.regime_map(region.grid), width="stretch")
+            if region.control:
+                ctl = region.control
+                shown_ctl = ", ".join(f"{k}={val}" for k, val in ctl["setting"].items())
+                st.caption(f"Control ({shown_ctl}): the effect "
+                           + ("vanishes there, as it should." if ctl.get("vanishes") else
+                              "is skipped there." if ctl.get("vanishes") is None else
+                              "survives there: the claim's effect may come from another mechanism."))
+        if why:
+            with st.expander("Why, and how to say it in an interview"):
+                st.markdown(why)
 
 
 def param_widget(p, where):
@@ -357,8 +369,9 @@ def render_lab(q: Question):
     st.button("Find where each claim holds", key=f"check_{lab_id}", on_click=request_check,
               help=f"Sweeps each claim's parameter (up to {n_runs} runs; the first time takes a while).",
               disabled=regions is not None)
+    writeup = lab.writeup()
     for v in result.claims:
-        claim_card(v, (regions or {}).get(v.id))
+        claim_card(v, (regions or {}).get(v.id), writeup.get(v.id, ""))
 
     st.subheader("Plots")
     images = lab_figures(lab_id, setting, seed)
@@ -374,6 +387,13 @@ def render_lab(q: Question):
     st.subheader("Notes")
     for n in result.notes:
         st.markdown(f"- {n}")
+    if result.assumptions:
+        st.markdown("**Assumptions of the model**")
+        for n in result.assumptions:
+            st.markdown(f"- {n}")
+    if writeup.get("Arms"):
+        st.markdown("**The arms**")
+        st.markdown(writeup["Arms"])
     st.caption(f"Seed {result.seed}; the simulation took {result.elapsed_s:.2f} s (cached afterwards).")
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 from labs.catalog import Catalog, Question
 from labs.claims import VERDICTS, Verdict
 from labs.measure import fmt_number
-from labs.params import SEED, Param, ParamError
+from labs.params import SEED, Param, ParamError, fmt_value
 
 __all__ = ["SEED", "fmt_number", "VERDICTS"]
 # Material icons ship with Streamlit's frontend, so they render without an emoji font (headless chromium has none).
@@ -296,3 +296,31 @@ def home_map(catalog: Catalog, built: Iterable[str],
 
 def page_title(q: Question) -> str:
     return f"Q{q.number:02d} · {q.title}"
+
+
+# --------------------------------------------------------------------------- regime maps
+def regime_map(grid: Sequence[Mapping[str, Any]], title: str = ""):
+    """An Altair heat map of a claim's sweep: one cell per setting, coloured by its verdict.
+
+    Drawn by the browser (Vega-Lite), so it costs the server nothing to repaint.
+    """
+    import altair as alt
+
+    names = [k for k in grid[0] if k not in ("verdict", "measured", "low", "high", "reason")]
+    rows = [{**{n: fmt_value(c[n]) for n in names}, "verdict": c["verdict"].replace("_", " "),
+             "measured": fmt_number(c["measured"]) if c["measured"] is not None else "—"} for c in grid]
+    order = [v.replace("_", " ") for v in (*VERDICTS, "skipped")]
+    colours = [{"green": "#2e7d32", "red": "#c62828", "orange": "#ef6c00", "violet": "#6a1b9a",
+                "gray": "#9e9e9e"}[VERDICT_COLOUR[v]] for v in VERDICTS] + ["#e0e0e0"]
+    x_sort = [fmt_value(v) for v in dict.fromkeys(c[names[0]] for c in grid)]
+    enc = {"x": alt.X(f"{names[0]}:O", sort=x_sort, title=names[0]),
+           "color": alt.Color("verdict:N", scale=alt.Scale(domain=order, range=colours), title="verdict"),
+           "tooltip": [f"{n}:N" for n in names] + ["verdict:N", "measured:N"]}
+    if len(names) > 1:
+        y_sort = [fmt_value(v) for v in dict.fromkeys(c[names[1]] for c in grid)]
+        enc["y"] = alt.Y(f"{names[1]}:O", sort=y_sort, title=names[1])
+    base = alt.Chart(pd.DataFrame(rows), title=title)
+    cells = base.mark_rect(stroke="white").encode(**enc)
+    text = base.mark_text(fontSize=11).encode(**{k: v for k, v in enc.items() if k in ("x", "y")},
+                                               text="measured:N")
+    return (cells + text).properties(height=60 if len(names) == 1 else 40 * len(y_sort))

@@ -170,10 +170,19 @@ class Lab:
             return COMPARISON
         raise KeyError(f"{self.id} has no arm {name!r}")
 
-    def writeup(self) -> str:
-        """The lab's write-up (``labs/writeups/qNN.md``), or '' while it has none."""
+    def writeup(self) -> dict[str, str]:
+        """The lab's write-up (``labs/writeups/qNN.md``) by section ("Arms", claim ids); {} while it has none."""
         path = WRITEUPS / f"{self.id}.md"
-        return path.read_text(encoding="utf-8") if path.exists() else ""
+        if not path.exists():
+            return {}
+        sections, name = {}, None
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.startswith("## "):
+                name = line[3:].strip()
+                sections[name] = ""
+            elif name is not None:
+                sections[name] += line + "\n"
+        return {k: v.strip() for k, v in sections.items()}
 
     # ------------------------------------------------------------ settings
     def param(self, name: str) -> Param:
