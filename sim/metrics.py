@@ -155,8 +155,12 @@ def batch_means(values, statistic=np.mean, n_batches: int = 20, confidence: floa
 
 
 def percentile_ci(latencies, q: float, n_batches: int = 20) -> Interval:
-    """Batch-means interval for the q-th percentile (q in 0..100)."""
-    return batch_means(latencies, lambda b, axis: np.percentile(b, q, axis=axis), n_batches)
+    """Batch-means interval for the q-th percentile (q in 0..100), kept inside the observed range."""
+    iv = batch_means(latencies, lambda b, axis: np.percentile(b, q, axis=axis), n_batches)
+    if not np.isfinite(iv.low):
+        return iv
+    x = np.asarray(latencies, dtype=float)
+    return Interval(iv.estimate, max(iv.low, float(np.nanmin(x))), min(iv.high, float(np.nanmax(x))))
 
 
 # ---------------------------------------------------------------- summaries
