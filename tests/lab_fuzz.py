@@ -26,10 +26,12 @@ def param_strategy(p, low=None, high=None):
     return st.one_of(st.sampled_from((lo, hi)), st.floats(lo, hi, allow_nan=False, allow_infinity=False))
 
 
-def settings_strategy(lab, ranges: dict | None = None, fixed: dict | None = None):
+def settings_strategy(lab, ranges: dict | None = None, fixed: dict | None = None, repair=None):
     """A dict of every parameter: ``ranges`` narrows some (name -> (low, high)), ``fixed`` pins some;
-    all-min and all-max settings are drawn too."""
+    all-min and all-max settings are drawn too. ``repair(values)`` may move a few values so that
+    most draws pass the lab's rules (otherwise independent draws are mostly refused)."""
     ranges, fixed = ranges or {}, fixed or {}
+    repair = repair or (lambda d: d)
     names = [p.name for p in lab.params if p.name not in fixed]
 
     def bound(p, which):
@@ -39,7 +41,7 @@ def settings_strategy(lab, ranges: dict | None = None, fixed: dict | None = None
 
     each = {p.name: param_strategy(p, *ranges.get(p.name, (None, None))) for p in lab.params if p.name in names}
     extremes = [st.just({p.name: bound(p, w) for p in lab.params if p.name in names}) for w in (0, 1)]
-    return st.one_of(*extremes, st.fixed_dictionaries(each)).map(lambda d: {**d, **fixed})
+    return st.one_of(*extremes, st.fixed_dictionaries(each)).map(lambda d: repair({**d, **fixed}))
 
 
 def check_run(lab, values: dict, seed: int = 0):
