@@ -116,6 +116,13 @@ class Lognormal(Distribution):
         mu, sigma = self._mu_sigma
         return rng.lognormal(mu, sigma, n)
 
+    def quantile(self, q: float) -> float:
+        """The exact q-quantile (0 < q < 1): exp(mu + sigma * Phi^-1(q))."""
+        from scipy.special import ndtri  # scipy.special only: scipy.stats costs ~0.5 s to import
+
+        mu, sigma = self._mu_sigma
+        return float(np.exp(mu + sigma * ndtri(q)))
+
     @property
     def variance(self):
         return (self.cv * self.mean) ** 2
@@ -147,6 +154,18 @@ class Empirical(Distribution):
 
     def quantile(self, q):
         return float(np.quantile(self.samples, q))
+
+    def rescaled(self, mean: float) -> "Empirical":
+        """The same measured shape with every value multiplied so the mean is ``mean``.
+
+        Used to keep a real model's measured variability (its tail, its pauses)
+        while setting the mean service time as a parameter. The samples' mean must be > 0.
+        """
+        _positive("mean", mean)
+        m = self.samples.mean()
+        if not m > 0:
+            raise ValueError("cannot rescale samples whose mean is 0")
+        return Empirical(self.samples / m * mean)
 
 
 @dataclass(frozen=True, eq=False)
@@ -200,3 +219,42 @@ class Scaled(Distribution):
     @property
     def variance(self):
         return self.base.variance * self.factor**2
+
+
+@dataclass(frozen=True, eq=False)
+class Zipf(Distribution):
+    """A finite Zipf law over ranks 0..n-1: P(k) proportional to (k + 1)^-s (s = 0 is uniform).
+
+    Used for skewed user activity (a few users send most requests). ``sample``
+    inverts the cumulative weights with one uniform per draw, so a run's draws
+    are a prefix of a longer run's on the same Generator.
+    """
+
+    n: int
+    s: float = 1.0
+    weights: np.ndarray = field(init=False, repr=False)
+    _cdf: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self):
+        if int(self.n) != self.n or self.n < 1:
+            raise ValueError(f"n must be a positive integer, got {self.n!r}")
+        if not self.s >= 0:
+            raise ValueError(f"s must be >= 0, got {self.s!r}")
+        w = np.arange(1, int(self.n) + 1, dtype=float) ** (-float(self.s))
+        w /= w.sum()
+        object.__setattr__(self, "weights", w)
+        object.__setattr__(self, "_cdf", np.cumsum(w))
+
+    def sample(self, rng, n=None):
+        u = rng.random(n)
+        k = np.minimum(np.searchsorted(self._cdf, u, side="right"), self.n - 1)
+        return int(k) if n is None else k
+
+    @property
+    def mean(self):
+        return float(np.dot(np.arange(self.n), self.weights))
+
+    @property
+    def variance(self):
+        k = np.arange(self.n)
+        return float(np.dot(k * k, self.weights) - self.mean ** 2)

@@ -225,6 +225,30 @@ def windowed(log: RequestLog, width: float, horizon: float | None = None) -> pd.
     return out.reset_index(drop=True)
 
 
+def grouped_percentile(values, group, n_groups: int, q: float) -> np.ndarray:
+    """The q-th percentile (0..100) of ``values`` within each group 0..n_groups-1, in one sort.
+
+    Equal to ``np.percentile(values[group == k], q)`` (numpy's default linear
+    interpolation) for every non-empty group k; NaN for an empty group.
+    """
+    values = np.asarray(values, dtype=float)
+    group = np.asarray(group, dtype=np.int64)
+    out = np.full(n_groups, np.nan)
+    if values.size == 0:
+        return out
+    order = np.lexsort((values, group))
+    v = values[order]
+    counts = np.bincount(group, minlength=n_groups)[:n_groups]
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    has = counts > 0
+    pos = q / 100.0 * (counts[has] - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, counts[has] - 1)
+    frac = pos - lo
+    out[has] = v[first[has] + lo] * (1 - frac) + v[first[has] + hi] * frac
+    return out
+
+
 def wilson(k: float, n: float, z: float = 1.959964) -> Interval:
     """Wilson score interval for a share k/n (as a fraction); NaN bounds when n is 0."""
     if n <= 0:
