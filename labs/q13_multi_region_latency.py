@@ -13,10 +13,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from sim.components import FaultSchedule, Outage, poisson_arrivals
+from sim.components import poisson_arrivals
 from sim.dist import Lognormal
 from sim.failover import (ROUTE53_REQUEST_INTERVALS, HealthCheckConfig, ResolverCaches, answer_schedule,
-                          failover_times, latency_routing, simulate_health_checks)
+                          failover_times, health_through_outage, latency_routing)
 from sim.geo import RttMatrix, load_rtt_matrix, nearest_by_distance
 from sim.metrics import ERROR, OK, RequestLog, order_statistic_interval, t_interval, windowed
 from sim.rng import Streams
@@ -36,18 +36,12 @@ USER_MIXES = {  # share of users per area (%, in the order of AREAS): assumption
     "asia_pacific": (0, 0, 0, 25, 25, 25, 25, 0, 0),
     "uniform": (1, 1, 1, 1, 1, 1, 1, 1, 1),
 }
+MIX = {name: np.asarray(shares, dtype=float) / sum(shares) for name, shares in USER_MIXES.items()}
 SERVER_CV, JITTER_CV, MAX_RTTS = 0.5, 1.0, 4
 FAILOVER_REPS = 20  # replayed outages (fresh checker and resolver phases) behind every failover metric
 GRID_TTLS = (0.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
-R53 = HealthCheckConfig()
-FAILOVER_KEYS = ("detection_time_s", "failover_time_s", "failover_p50_s", "failover_max_s",
-                 "reroute_after_detect_s", "failback_time_s")
-
-
-def _failed_deployed(p) -> str | None:
-    if REGIONS.index(p.failed_region) < p.regions:
-        return None
-    return "one of the deployed regions " + ", ".join(REGIONS[: p.regions]) + " (raise regions to fail another)"
+FAILOVER_KEYS = ("detection_time_s", "failover_time_s", "failover_p50_s", "failover_max_s", "reroute_after_detect_s",
+                 "failback_time_s")
 
 
 class MultiRegionLab(Lab):
@@ -69,7 +63,8 @@ class MultiRegionLab(Lab):
         f"Failover metrics are means over {FAILOVER_REPS} replayed outages (fresh checker and resolver phases).",
         "Not modelled: client retries to another region, connections kept open to the dead region, edge caches.",
     )
-    rules = (OUTAGE_RULES[0], Rule("failed_region", ("failed_region", "regions"), _failed_deployed))
+    rules = (OUTAGE_RULES[0], Rule("failed_region", ("failed_region", "regions"), lambda p: None if REGIONS.index(
+        p.failed_region) < p.regions else "one of the deployed regions " + ", ".join(REGIONS[: p.regions])))
     _outage_reads = ("user_mix", "regions", "failed_region", "outage_start_s", "outage_duration_s",
                      "failure_threshold", "health_checkers", "resolvers_per_area")
     parts = {"failover": _outage_reads + ("request_interval", "dns_ttl_s"), "grid": _outage_reads}
@@ -77,31 +72,25 @@ class MultiRegionLab(Lab):
         request_budget(12000, 2000, 200000),
         arrival_rate(20.0, 1.0, 1000.0, key=False),
         Param("user_mix", "global", choices=tuple(USER_MIXES), key=True, help="where the users are (an assumption)"),
-        Param("regions", 3, 2, len(REGIONS), unit="regions", key=True,
-              help="regions deployed in the multi-region arms: the first k of " + ", ".join(REGIONS)),
+        Param("regions", 3, 2, len(REGIONS), unit="regions", key=True, help="deploy the first k of " + ", ".join(REGIONS)),
         Param("access_rtt_ms", 20.0, 0.0, 100.0, unit="ms", help="user to the nearby cloud region, added to every RTT"),
         Param("jitter_ms", 5.0, 0.0, 200.0, unit="ms", help=f"mean extra delay per round trip (cv {JITTER_CV:g})"),
-        Param("connection_rtts", 1, 1, MAX_RTTS, unit="round trips", key=True,
-              help="round trips per request: 1 warm keep-alive, 2 new TCP, 3 new TCP + TLS 1.3, 4 TLS 1.2"),
+        Param("connection_rtts", 1, 1, MAX_RTTS, unit="round trips", key=True, help="1 keep-alive, 2 TCP, 3 TLS 1.3, 4 TLS 1.2"),
         Param("server_ms", 25.0, 1.0, 5000.0, unit="ms", help=f"mean server time (lognormal, cv {SERVER_CV:g})"),
         Param("failed_region", REGIONS[0], choices=REGIONS, help="the region that goes down (a deployed one)"),
         Param("outage_start_s", 300.0, 0.0, 1e6, unit="s", help="when the region goes down (inside the window)"),
         Param("outage_duration_s", 180.0, 1.0, 1e6, unit="s", help="how long it stays down (may outlast the window)"),
-        Param("request_interval", int(R53.request_interval), choices=ROUTE53_REQUEST_INTERVALS, unit="s", key=True,
-              help=f"seconds between one checker's probes (Route 53: 10 or 30, default {R53.request_interval:g})"),
-        Param("failure_threshold", R53.failure_threshold, 1, 10, unit="probes",
-              help=f"consecutive failed probes before a checker calls it down (default {R53.failure_threshold})"),
-        Param("health_checkers", R53.checkers, 3, 64, unit="checkers",
-              help="uncoordinated checkers; down when at most 18% still report healthy"),
+        Param("request_interval", 30, choices=ROUTE53_REQUEST_INTERVALS, unit="s", key=True, help="between probes"),
+        Param("failure_threshold", 3, 1, 10, unit="probes", help="failed probes before a checker calls it down"),
+        Param("health_checkers", 8, 3, 64, unit="checkers", help="down when at most 18% still report healthy"),
         Param("dns_ttl_s", 60.0, 0.0, 3600.0, unit="s", key=True, help="TTL of the DNS answer"),
         Param("resolvers_per_area", 25, 1, 1000, unit="resolvers", help="recursive resolvers per area, own phase each"),
     )
     exercises = (
-        Exercise("Deploy a region next to every user area (9 regions). Does the global P95 drop below 100 ms, "
-                 "and what is left of it?", {"regions": 9}, ("pattern", "global_p95_ms")),
-        Exercise("Use Route 53's fast health checks (10 s interval) and a 5 s TTL. How long does failover take now, "
-                 "and how much of it is detection?", {"request_interval": 10, "dns_ttl_s": 5.0},
-                 ("pattern", "failover_time_s")),
+        Exercise("Deploy a region next to every user area (9 regions). Does the global P95 drop below 100 ms?",
+                 {"regions": 9}, ("pattern", "global_p95_ms")),
+        Exercise("Use 10 s health checks and a 5 s TTL. How long does failover take, and how much is detection?",
+                 {"request_interval": 10, "dns_ttl_s": 5.0}, ("pattern", "failover_time_s")),
         Exercise("Clients open a new TLS 1.3 connection per request (3 round trips). Where does the one-region "
                  "P95 land?", {"connection_rtts": 3}, ("baseline", "global_p95_ms")),
     )
@@ -128,9 +117,8 @@ class MultiRegionLab(Lab):
         n, horizon, per_area = p.requests, window_s(p), p.resolvers_per_area
         start, end = p.outage_start_s, p.outage_start_s + p.outage_duration_s
         fo = self.part("failover", seed, p)
-        mix, deployed, failed = _mix(p.user_mix), np.arange(p.regions), REGIONS.index(p.failed_region)
-        streams = Streams(seed)
-        arrival = poisson_arrivals(streams["arrivals"], p.rate_rps, n)
+        mix, deployed, failed = MIX[p.user_mix], np.arange(p.regions), REGIONS.index(p.failed_region)
+        arrival = poisson_arrivals((streams := Streams(seed))["arrivals"], p.rate_rps, n)
         area = streams["area"].choice(len(AREAS), n, p=mix)
         resolver = area * per_area + streams["resolver"].integers(0, per_area, n)
         server = Lognormal(p.server_ms / 1e3, SERVER_CV).sample(streams["server"], n)
@@ -138,8 +126,8 @@ class MultiRegionLab(Lab):
         rtt_s = GEO.user_rtt_ms(p.access_rtt_ms)[area] / 1e3  # (n, regions)
         first_rtt = rtt_s + jitter[:, :1]
         up_latency = p.connection_rtts * rtt_s + jitter[:, :p.connection_rtts].sum(axis=1)[:, None] + server[:, None]
-        nearest = nearest_by_distance(GEO, deployed)
-        healthy = {"baseline": np.zeros(len(AREAS), int), "geodns": nearest, "pattern": fo["steady"]}  # all up
+        healthy = {"baseline": np.zeros(len(AREAS), int), "geodns": (nearest := nearest_by_distance(GEO, deployed)),
+                   "pattern": fo["steady"]}  # routing with every region up
         live = {"baseline": np.zeros(n, int), "geodns": nearest[area],
                 "pattern": fo["answers"].at(fo["caches"].last_refresh(resolver, arrival), area)}
         down = (arrival >= start) & (arrival < end)
@@ -190,14 +178,10 @@ class MultiRegionLab(Lab):
         return [_plot_per_area(result), _plot_timeline(result), _plot_failover(result)]
 
 
-def _mix(name: str) -> np.ndarray:
-    return np.asarray(USER_MIXES[name], dtype=float) / sum(USER_MIXES[name])
-
-
 def _outage(seed: int, p) -> dict:
     """What both failover parts share: checker and resolver phases, the outage, the affected resolvers."""
     streams, per_area = Streams(seed), p.resolvers_per_area
-    mix, failed = _mix(p.user_mix), REGIONS.index(p.failed_region)
+    mix, failed = MIX[p.user_mix], REGIONS.index(p.failed_region)
     steady = latency_routing(GEO.backbone_ms, np.arange(p.regions), np.ones(len(REGIONS), bool))
     res_area = np.arange(len(AREAS) * per_area) // per_area
     affected = np.flatnonzero((steady[res_area] == failed) & (mix[res_area] > 0))
@@ -205,13 +189,12 @@ def _outage(seed: int, p) -> dict:
     return {"u_chk": streams["checker_phase"].random((FAILOVER_REPS, p.health_checkers)),
             "u_res": streams["resolver_phase"].random((FAILOVER_REPS, len(AREAS) * per_area)),
             "failed": failed, "steady": steady, "affected": affected, "weights": mix[affected // per_area],
-            "span": (start, end), "faults": FaultSchedule([Outage(start, end, "error")])}
+            "span": (start, end)}
 
 
-def _health(p, o: dict, interval: float, u) -> object:
-    """Route 53's view of the failed region, simulated until it is surely healthy again."""
-    cfg = HealthCheckConfig(float(interval), p.failure_threshold, p.health_checkers)
-    return simulate_health_checks(cfg, o["faults"], o["span"][1] + (p.failure_threshold + 1) * interval, u * interval)
+def _health(p, o: dict, interval: float, u):
+    return health_through_outage(HealthCheckConfig(float(interval), p.failure_threshold, p.health_checkers),
+                                 *o["span"], u * interval)
 
 
 def _replay(o: dict, health: list, ttl: float) -> list[dict]:
@@ -264,16 +247,14 @@ def _plot_timeline(result):
 def _plot_failover(result):
     from .plotting import figure
 
-    grid, here = result.series["failover_grid"], result.metrics["pattern"]["failover_time_s"]
-    fig, ax = figure(f"Failover time (P95 of traffic) vs DNS TTL, failure_threshold {result.params['failure_threshold']}")
+    grid, here, p = result.series["failover_grid"], result.metrics["pattern"]["failover_time_s"], result.params
+    fig, ax = figure(f"Failover (P95 of traffic, mean of replays) vs DNS TTL, failure_threshold {p['failure_threshold']}")
     for interval, g in grid.groupby("request_interval"):
         ax.plot(g["dns_ttl_s"], g["failover_time_s"], marker="o", lw=1.4, label=f"request_interval {interval:g} s")
     ax.axhline(30, color="k", ls="--", lw=1, label="30 s claim")
-    if np.isfinite(here):
-        ax.plot([result.params["dns_ttl_s"]], [here], "k*", ms=12, label="this run")
+    ax.plot([p["dns_ttl_s"]] * int(np.isfinite(here)), [here] * int(np.isfinite(here)), "k*", ms=12, label="this run")
     ax.set_xscale("symlog", linthresh=10)
-    ax.set_xticks(GRID_TTLS, [f"{t:g}" for t in GRID_TTLS])
-    ax.set(xlabel="dns_ttl_s (s)", ylabel="outage start -> 95% of traffic moved (s)")
+    ax.set(xticks=GRID_TTLS, xlabel="dns_ttl_s (s)", ylabel="outage start -> 95% of traffic moved (s)")
     ax.legend(fontsize=8)
     return fig
 

@@ -39,7 +39,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .components import FaultSchedule
+from .components import FaultSchedule, Outage
 
 ROUTE53_REQUEST_INTERVALS = (10, 30)
 MIN_TTL = 1e-6  # s: a shorter TTL is no cache at all (and would overflow refresh arithmetic)
@@ -275,3 +275,13 @@ def failover_times(health: HealthTimeline, caches: ResolverCaches, resolvers, we
             "failover_max_s": float(np.max(switch - start)) if resolvers.size else float("nan"),
             "reroute_after_detect_s": weighted_quantile(switch - detected, weights, 0.95),
             "failback_time_s": weighted_quantile(back, weights, 0.95), "per_resolver_s": switch - start}
+
+
+def health_through_outage(config: HealthCheckConfig, start: float, end: float, phases) -> HealthTimeline:
+    """Route 53's view of one endpoint down over [start, end), simulated until it is surely healthy again.
+
+    After ``end`` each checker needs ``failure_threshold`` passing probes, so the timeline is run to
+    ``end + (failure_threshold + 1) * request_interval``; its status is constant from there on.
+    """
+    horizon = end + (config.failure_threshold + 1) * config.request_interval
+    return simulate_health_checks(config, FaultSchedule([Outage(start, end, "error")]), horizon, phases)
