@@ -81,3 +81,20 @@ def profile_comparison(table: pd.DataFrame):
     ax.set_ylabel("median per call (µs)")
     ax.legend(fontsize=8)
     return fig
+
+
+def grouped_bars(table: pd.DataFrame, title: str, ylabel: str, hline: float | None = None, hline_label: str = "",
+                 colours: dict | None = None, size=(8, 3.6)):
+    """One group of bars per row of ``table`` (its index labels the groups), one bar per column, in order."""
+    fig, ax = figure(title, size)
+    x, k_cols = np.arange(len(table)), len(table.columns)
+    w = 0.8 / max(k_cols, 1)
+    for k, col in enumerate(table.columns):
+        ax.bar(x + (k - (k_cols - 1) / 2) * w, table[col], w, label=str(col),
+               color=(colours or {}).get(col) or arm_colour(str(col), k))
+    if hline is not None:
+        ax.axhline(hline, color="k", ls="--", lw=1, label=hline_label)
+    ax.set_xticks(x, table.index, rotation=25, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    return fig, ax

@@ -29,18 +29,20 @@ entry expires: it refreshes at ``phase + k * ttl`` with its own ``phase`` in
 [0, ttl). A request at time t therefore uses the answer the authoritative
 server gave at the resolver's last refresh at or before t, and a resolver
 that still holds the failed region's address keeps sending its clients there
-until its next refresh. ``ttl = 0`` means every request resolves afresh.
+until its next refresh. ``ttl = 0`` (or below ``MIN_TTL``, a microsecond) means every request resolves afresh.
 """
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 
-from .components import FaultSchedule
+from .components import FaultSchedule, Outage
 
 ROUTE53_REQUEST_INTERVALS = (10, 30)
+MIN_TTL = 1e-6  # s: a shorter TTL is no cache at all (and would overflow refresh arithmetic)
 _EPS = 1e-9  # in TTL units: a time within float error of a refresh instant counts as that instant
 
 
@@ -101,18 +103,35 @@ class HealthTimeline:
 
 def _checker_flips(config: HealthCheckConfig, faults: FaultSchedule, phase: float,
                    horizon: float) -> list[tuple[float, bool]]:
-    """One checker: probes at phase + k*interval, flips after failure_threshold disagreeing verdicts."""
-    status, run, flips = True, 0, []
-    for t in np.arange(phase, horizon, config.request_interval):
+    """One checker: probes at phase + k*interval, flips after failure_threshold disagreeing verdicts.
+
+    Probes that agree with the checker's view change nothing, so the loop jumps from such a
+    probe to the first probe at or after the next outage boundary: the cost grows with the
+    number of outages and the threshold, not with the horizon (same flips as probing every k).
+    """
+    step = (phase + config.request_interval) - phase  # numpy's arange steps by this difference
+    bounds = sorted({o.start for o in faults.outages} | {o.end for o in faults.outages})
+    status, run, flips, k = True, 0, [], 0
+    while True:
+        t = phase + k * step  # as np.arange(phase, horizon, step) spells its k-th value
+        if t >= horizon:
+            return flips
         ok = faults.mode_at(float(t)) is None
         if ok == status:
             run = 0
+            j = bisect.bisect_right(bounds, t)
+            if j == len(bounds):
+                return flips
+            k_next = max(k + 1, int(np.ceil((bounds[j] - phase) / step)))
+            while phase + k_next * step < bounds[j]:
+                k_next += 1
+            k = k_next
             continue
         run += 1
         if run >= config.failure_threshold:
             status, run = ok, 0
             flips.append((float(t) + config.result_delay, status))
-    return flips
+        k += 1
 
 
 def simulate_health_checks(config: HealthCheckConfig, faults: FaultSchedule, horizon: float,
@@ -166,7 +185,7 @@ class ResolverCaches:
     def last_refresh(self, resolver, t):
         """When the answer resolver(s) use at time(s) t was fetched (<= t)."""
         t = np.asarray(t, dtype=float)
-        if self.ttl == 0:
+        if self.ttl < MIN_TTL:
             return t
         ph = self.phases[resolver]
         return ph + np.floor((t - ph) / self.ttl + _EPS) * self.ttl
@@ -174,7 +193,7 @@ class ResolverCaches:
     def next_refresh(self, resolver, t):
         """First refresh at or after time(s) t: when a change made at t reaches the resolver."""
         t = np.asarray(t, dtype=float)
-        if self.ttl == 0:
+        if self.ttl < MIN_TTL:
             return np.broadcast_to(t, np.shape(self.phases[resolver])).astype(float)
         ph = self.phases[resolver]
         return ph + np.ceil((t - ph) / self.ttl - _EPS) * self.ttl
@@ -229,3 +248,40 @@ def weighted_quantile(values, weights, q: float) -> float:
     order = np.argsort(v, kind="stable")
     cum = np.cumsum(w[order]) / w.sum()
     return float(v[order][np.searchsorted(cum, q - 1e-12)])
+
+
+def failover_times(health: HealthTimeline, caches: ResolverCaches, resolvers, weights, start: float,
+                   end: float) -> dict:
+    """How long an outage of [start, end) keeps traffic on the failed endpoint, per resolver and summarised.
+
+    Route 53 stops answering with the endpoint when ``health`` first turns unhealthy at or
+    after ``start`` (detection); each of ``resolvers`` (weighted by its traffic share) gets the
+    new answer at its next refresh at or after detection, so its failover time is that refresh
+    minus ``start``. Failback is the same after the endpoint is healthy again, measured from
+    ``end``. When detection comes only at or after ``end`` (the outage was too short to be
+    noticed) every time is NaN. Quantiles are traffic-weighted (``weighted_quantile``).
+    """
+    resolvers = np.asarray(resolvers, dtype=int)
+    keys = ("detection_time_s", "failover_time_s", "failover_p50_s", "failover_max_s",
+            "reroute_after_detect_s", "failback_time_s")
+    detected = health.first_change_after(start, False)
+    if not np.isfinite(detected) or detected >= end:
+        return {**{k: float("nan") for k in keys}, "per_resolver_s": np.full(resolvers.size, np.nan)}
+    switch = caches.next_refresh(resolvers, detected)
+    back = caches.next_refresh(resolvers, health.first_change_after(end, True)) - end
+    return {"detection_time_s": detected - start,
+            "failover_time_s": weighted_quantile(switch - start, weights, 0.95),
+            "failover_p50_s": weighted_quantile(switch - start, weights, 0.5),
+            "failover_max_s": float(np.max(switch - start)) if resolvers.size else float("nan"),
+            "reroute_after_detect_s": weighted_quantile(switch - detected, weights, 0.95),
+            "failback_time_s": weighted_quantile(back, weights, 0.95), "per_resolver_s": switch - start}
+
+
+def health_through_outage(config: HealthCheckConfig, start: float, end: float, phases) -> HealthTimeline:
+    """Route 53's view of one endpoint down over [start, end), simulated until it is surely healthy again.
+
+    After ``end`` each checker needs ``failure_threshold`` passing probes, so the timeline is run to
+    ``end + (failure_threshold + 1) * request_interval``; its status is constant from there on.
+    """
+    horizon = end + (config.failure_threshold + 1) * config.request_interval
+    return simulate_health_checks(config, FaultSchedule([Outage(start, end, "error")]), horizon, phases)

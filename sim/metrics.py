@@ -163,6 +163,36 @@ def percentile_ci(latencies, q: float, n_batches: int = 20) -> Interval:
     return Interval(iv.estimate, max(iv.low, float(np.nanmin(x))), min(iv.high, float(np.nanmax(x))))
 
 
+def order_statistic_interval(values, q: float, confidence: float = 0.95, min_n: int = 20) -> Interval:
+    """Distribution-free interval for the q-th percentile (q in 0..100) of independent draws.
+
+    The count B of draws below the true quantile is Binomial(n, q/100), so the order
+    statistics at ranks lo = F^-1(alpha/2) and hi = F^-1(1 - alpha/2) + 1 of that binomial
+    (1-based) bracket the quantile with probability P(lo <= B < hi) >= ``confidence``.
+    Exact for continuous data whatever the distribution; valid only for independent values
+    (use ``percentile_ci``, batch means, for one correlated series). The estimate is
+    ``np.percentile``; bounds are NaN below ``min_n`` values, and when a rank falls outside
+    [1, n] (too few draws for a tail quantile: a P99 of 50 values has no upper bound).
+    """
+    from scipy.stats import binom  # lazy: scipy.stats costs import time the other helpers do not need
+
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    n = x.size
+    if n == 0:
+        return Interval(np.nan, np.nan, np.nan)
+    est = float(np.percentile(x, q))
+    if n < min_n:
+        return Interval(est, np.nan, np.nan)
+    alpha = (1 - confidence) / 2
+    lo = int(binom.ppf(alpha, n, q / 100))
+    hi = int(binom.ppf(1 - alpha, n, q / 100)) + 1
+    if lo < 1 or hi > n:
+        return Interval(est, np.nan, np.nan)
+    xs = np.sort(x)
+    return Interval(est, float(xs[lo - 1]), float(xs[hi - 1]))
+
+
 # ---------------------------------------------------------------- summaries
 def summarize(log: RequestLog, horizon: float | None = None, warmup: float = 0.0,
               ok_outcomes=(OK, FALLBACK)) -> dict[str, float]:

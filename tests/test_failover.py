@@ -141,3 +141,67 @@ def test_weighted_quantile():
     assert weighted_quantile(v, w, 0.5) == 90
     assert np.isnan(weighted_quantile([], [], 0.5))
     assert weighted_quantile([1.0, np.nan, 3.0], [1, 1, 1], 1.0) == 3.0
+
+
+def _flips_probing_every_interval(config, faults, phase, horizon):
+    """The definition, probe by probe (what _checker_flips must equal while skipping idle probes)."""
+    status, run, flips = True, 0, []
+    for t in np.arange(phase, horizon, config.request_interval):
+        ok = faults.mode_at(float(t)) is None
+        if ok == status:
+            run = 0
+            continue
+        run += 1
+        if run >= config.failure_threshold:
+            status, run = ok, 0
+            flips.append((float(t) + config.result_delay, status))
+    return flips
+
+
+def test_checker_flips_skip_idle_probes_without_changing_any_flip():
+    from sim.components import Outage
+    from sim.failover import _checker_flips
+
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        interval = float(rng.choice([10.0, 30.0, 7.3]))
+        cfg = HealthCheckConfig(request_interval=interval, failure_threshold=int(rng.integers(1, 11)),
+                                result_delay=float(rng.uniform(0, interval / 2)))
+        t, outages = 0.0, []
+        for _ in range(int(rng.integers(0, 4))):
+            t += float(rng.exponential(80))
+            length = float(rng.choice([interval, 2 * interval, rng.exponential(100) + 0.5]))
+            outages.append(Outage(t, t + length, str(rng.choice(["error", "hang", "none"]))))
+            t += length
+        faults = FaultSchedule(outages)
+        phase = float(rng.uniform(0, interval))
+        horizon = float(rng.uniform(50, 1000))
+        assert _checker_flips(cfg, faults, phase, horizon) == _flips_probing_every_interval(cfg, faults, phase, horizon)
+
+
+def test_failover_times_are_detection_plus_each_resolvers_wait():
+    from sim.failover import failover_times
+
+    # checkers every 10 s from phase 0, threshold 3, outage 100-400 s: the probes at 100, 110, 120 fail,
+    # so Route 53 calls it down at 120 s (detection 20 s); probes at 400, 410, 420 pass: healthy at 420 s
+    cfg = HealthCheckConfig(request_interval=10.0, failure_threshold=3, checkers=3)
+    health = simulate_health_checks(cfg, FaultSchedule([Outage(100.0, 400.0)]), 1000.0, [0.0, 0.0, 0.0])
+    ttl = 60.0
+    phases = np.array([0.0, 15.0, 30.0, 45.0])  # resolvers refresh at phase + k * 60
+    caches = ResolverCaches(phases, ttl)
+    fo = failover_times(health, caches, [0, 1, 2, 3], [1.0, 1.0, 1.0, 1.0], 100.0, 400.0)
+    # next refresh at or after 120 s: 120, 135, 150, 165 -> failover 20, 35, 50, 65 s after the start
+    assert fo["detection_time_s"] == 20.0
+    assert list(fo["per_resolver_s"]) == [20.0, 35.0, 50.0, 65.0]
+    assert fo["failover_max_s"] == 65.0 and fo["failover_time_s"] == 65.0 and fo["failover_p50_s"] == 35.0
+    assert fo["reroute_after_detect_s"] == 45.0
+    # healthy again at 420: next refreshes 420, 435, 450, 465 -> failback 20 .. 65 s after the end
+    assert fo["failback_time_s"] == 65.0
+    short = failover_times(health, caches, [0, 1], [1.0, 1.0], 100.0, 115.0)  # over before the 3rd probe
+    assert np.isnan(short["failover_time_s"]) and np.isnan(short["per_resolver_s"]).all()
+
+
+def test_a_sub_microsecond_ttl_is_no_cache():
+    tiny = ResolverCaches.from_uniforms(np.array([0.3, 0.9]), 1e-300)
+    assert list(tiny.next_refresh(np.array([0, 1]), 42.0)) == [42.0, 42.0]
+    assert list(tiny.last_refresh(np.array([0, 1]), np.array([5.0, 6.0]))) == [5.0, 6.0]

@@ -1,16 +1,19 @@
-"""Q13 lab: routing arms, RTT arithmetic, Route 53 failover timing and parameter checks."""
+"""Q13 lab: routing arms, RTT arithmetic, Route 53 failover timing, rules, and random valid settings."""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 from scipy import stats
 
 from labs import get_lab
 from labs.contract import ParamError
-from labs.q13_multi_region_latency import AREA_KEYS, AREAS, ASIA, GEO, USER_MIXES
+from labs.q13_multi_region_latency import AREA_KEYS, GEO
 
 LAB = get_lab("q13")
-SMALL = dict(requests=4000, rate_rps=10.0)  # 400 s window; outage 300-480 s is cut at the window's end
+SMALL = dict(requests=4000, rate_rps=10.0)  # 400 s window; the 300-480 s outage outlasts it
 
 
 @pytest.fixture(scope="module")
@@ -29,16 +32,19 @@ def test_latency_routing_never_slower_than_one_region(default):
     for key in ["global_p50_ms", "global_p95_ms", "global_p99_ms"] + [f"p95_{k}_ms" for k in AREA_KEYS]:
         assert pt[key] <= b[key] + 1e-9, key
     assert pt["p95_us_east_ms"] == pytest.approx(b["p95_us_east_ms"])  # both serve US East from East US
-    assert default.metrics["comparison"]["p95_reduction_x"] > 1
 
 
 def test_p95_matches_rtt_plus_server_quantile_without_jitter():
-    r = LAB.run(0, jitter_ms=0.0, access_rtt_ms=20.0, server_ms=25.0)
     # US East users on East US pay the access RTT only; latency = 20 ms + lognormal server time
     expected = 20.0 + lognormal_quantile(25.0, 0.5, 0.95)
-    lo, hi = r.intervals["baseline"]["p95_us_east_ms"]
-    assert lo <= expected <= hi
-    assert r.metrics["baseline"]["p95_us_east_ms"] == pytest.approx(expected, rel=0.05)
+    covered, estimates = 0, []
+    for seed in range(12):  # each run's 95% interval may miss; P(more than 3 misses of 12) = 0.002
+        r = LAB.run(seed, jitter_ms=0.0, access_rtt_ms=20.0, server_ms=25.0, requests=8000)
+        lo, hi = r.intervals["baseline"]["p95_us_east_ms"]
+        covered += lo <= expected <= hi
+        estimates.append(r.metrics["baseline"]["p95_us_east_ms"])
+    assert covered >= 9
+    assert np.mean(estimates) == pytest.approx(expected, rel=0.015)
 
 
 def test_each_extra_round_trip_adds_exactly_the_rtt():
@@ -47,18 +53,6 @@ def test_each_extra_round_trip_adds_exactly_the_rtt():
     sea = GEO.area_index("Southeast Asia")
     rtt = 20.0 + GEO.backbone_ms[sea, GEO.region_index("East US")]  # 20 + 235.5 (Azure table)
     assert three["p95_southeast_asia_ms"] - one["p95_southeast_asia_ms"] == pytest.approx(2 * rtt, abs=1e-6)
-
-
-def test_us_east_asia_rtt_is_the_traffic_median_of_asian_areas():
-    r = LAB.run(0, jitter_ms=0.0, access_rtt_ms=10.0, **SMALL)
-    eus = GEO.region_index("East US")
-    mix = np.array(USER_MIXES["global"], dtype=float)
-    idx = [AREAS.index(a) for a in ASIA]
-    rtts = 10.0 + GEO.backbone_ms[idx, eus]
-    order = np.argsort(rtts)
-    cum = np.cumsum(mix[idx][order]) / mix[idx].sum()
-    median_area_rtt = rtts[order][np.searchsorted(cum, 0.5)]
-    assert r.metrics["baseline"]["us_east_asia_rtt_ms"] == pytest.approx(median_area_rtt, abs=1.0)
 
 
 def test_more_regions_lower_the_global_p95():
@@ -72,9 +66,8 @@ def test_failover_is_detection_plus_cache_wait(default):
     assert (threshold - 1) * interval <= pt["detection_time_s"] <= threshold * interval
     assert pt["detection_time_s"] <= pt["failover_p50_s"] <= pt["failover_time_s"] <= pt["failover_max_s"]
     assert pt["failover_max_s"] <= pt["detection_time_s"] + ttl
-    assert 0 <= pt["reroute_after_detect_s"] <= ttl
     lo, hi = default.intervals["pattern"]["failover_time_s"]
-    assert lo <= hi
+    assert lo <= pt["failover_time_s"] <= hi
 
 
 def test_zero_ttl_fails_over_at_detection_and_faster_checks_help():
@@ -83,29 +76,38 @@ def test_zero_ttl_fails_over_at_detection_and_faster_checks_help():
     assert zero["reroute_after_detect_s"] == 0
     fast = LAB.run(0, dns_ttl_s=0.0, request_interval=10).metrics["pattern"]
     assert 20 <= fast["detection_time_s"] <= 30 < zero["detection_time_s"]
-    long_ttl = LAB.run(0, dns_ttl_s=300.0).metrics["pattern"]
-    assert long_ttl["failover_time_s"] > zero["failover_time_s"] + 100
+    assert LAB.run(0, dns_ttl_s=300.0).metrics["pattern"]["failover_time_s"] > zero["failover_time_s"] + 100
 
 
 def test_errors_only_health_checks_can_cut(default):
     b, g, pt = (default.metrics[a] for a in ("baseline", "geodns", "pattern"))
     assert b["outage_error_pct"] == 100  # the only region is down
     assert b["failover_errors"] > g["failover_errors"] > pt["failover_errors"] > 0
-    assert np.isnan(g["failover_time_s"]) and np.isnan(b["failover_time_s"])
-    # GeoDNS without health checks: the failed region's users fail for the whole outage
-    assert g["global_p95_ms"] == pytest.approx(pt["global_p95_ms"])
+    assert "static DNS" in default.reasons["geodns"]["failover_time_s"]
 
 
-def test_failover_grid_reflects_interval_times_threshold(default):
+def test_failover_grid_brackets_the_run(default):
     grid = default.series["failover_grid"]
-    for interval, g in grid.groupby("request_interval"):
-        assert (g["detection_time_s"] >= 2 * interval).all() and (g["detection_time_s"] <= 3 * interval).all()
-        assert (g["failover_time_s"] >= g["detection_time_s"] - 1e-9).all()
     row = grid[(grid["request_interval"] == 30) & (grid["dns_ttl_s"] == 60)].iloc[0]
     assert row["failover_time_s"] == pytest.approx(default.metrics["pattern"]["failover_time_s"])
+    for _, g in grid.groupby("request_interval"):
+        assert np.all(np.diff(g["failover_time_s"]) >= -1e-9)  # a longer TTL never fails over sooner
 
 
-def test_parameter_combinations_are_checked():
+def test_outage_shorter_than_detection_is_not_measured_with_a_reason():
+    r = LAB.run(0, outage_duration_s=20.0)  # 3 probes x 30 s cannot fit in 20 s
+    assert math.isnan(r.metrics["pattern"]["failover_time_s"])
+    assert "ended before Route 53" in r.reasons["pattern"]["failover_time_s"]
+    verdict = {v.id: v.verdict for v in r.claims}["q13.failover"]
+    assert verdict == "not_measured"
+
+
+def test_outage_from_time_zero_still_measures_steady_latency():
+    r = LAB.run(0, outage_start_s=0.0)
+    assert math.isfinite(r.metrics["pattern"]["global_p95_ms"])
+
+
+def test_parameter_combinations_are_rules():
     with pytest.raises(ParamError, match="failed_region"):
         LAB.run(0, regions=2, failed_region="Southeast Asia")
     with pytest.raises(ParamError, match="outage_start_s"):
@@ -116,18 +118,54 @@ def test_parameter_combinations_are_checked():
 
 def test_failed_region_without_users_has_nothing_to_fail_over():
     r = LAB.run(0, user_mix="asia_pacific", **SMALL)
-    assert np.isnan(r.metrics["pattern"]["failover_time_s"])
+    assert math.isnan(r.metrics["pattern"]["failover_time_s"])
+    assert "nothing to fail over" in r.reasons["pattern"]["failover_time_s"]
     assert r.metrics["pattern"]["failover_errors"] == 0
-    assert any("nothing to fail over" in n for n in r.notes)
+    assert "not in this user_mix" in r.reasons["baseline"]["p95_us_east_ms"]
 
 
-def test_plots_and_series(default):
+def test_plots(default):
     import matplotlib.pyplot as plt
 
     figs = LAB.plots(default)
     assert len(figs) == 3
     for f in figs:
         plt.close(f)
-    per_area = default.series["per_area"]
-    assert set(per_area["area"]) == set(AREAS)
-    assert default.series["failover_per_resolver"]["failover_s"].notna().all()
+
+
+# ---------------------------------------------------------------- random valid settings
+def _value(param):
+    if param.choices is not None:
+        return st.sampled_from(param.choices)
+    hi = param.high
+    if param.name == "requests":
+        hi = 6000  # small budgets keep the property test fast; the bounds are tried below
+    if param.kind is int:
+        return st.one_of(st.sampled_from([int(param.low), int(hi)]), st.integers(int(param.low), int(hi)))
+    return st.one_of(st.sampled_from([param.low, hi]), st.floats(param.low, hi, allow_nan=False))
+
+
+def _check(values):
+    try:
+        r = LAB.run(0, **values)
+    except ParamError as e:
+        msg = str(e)
+        assert "\n" not in msg and any(p.name in msg for p in LAB.params)
+        return
+    for arm, metrics in r.metrics.items():
+        for key, v in metrics.items():
+            assert math.isfinite(v) or r.reasons.get(arm, {}).get(key), f"{arm}.{key} is NaN without a reason"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.fixed_dictionaries({p.name: _value(p) for p in LAB.params}))
+def test_random_valid_settings_run_or_are_refused_cleanly(values):
+    _check(values)
+
+
+@pytest.mark.parametrize("end", ["low", "high"])
+def test_all_min_and_all_max_settings(end):
+    values = {p.name: (p.choices[0 if end == "low" else -1] if p.choices is not None else getattr(p, end))
+              for p in LAB.params}
+    values["requests"] = min(values["requests"], 20000)
+    _check(values)
