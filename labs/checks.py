@@ -74,7 +74,7 @@ def check_lab(lab, determinism: bool = True) -> list[str]:
         _check_setting(lab, f"exercise {k + 1}", ex.changes, problems, skippable=False)
 
     result = lab.run(0)
-    declared = set(lab.arm_names)
+    declared = set(lab.arm_names) - {"comparison"}  # a lab may name its comparison arm, or leave it implicit
     produced = set(result.metrics) - {"comparison"}
     if produced != declared:
         problems.append(f"arms produced {sorted(produced)} differ from arms declared {sorted(declared)}")

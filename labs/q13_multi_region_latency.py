@@ -58,7 +58,8 @@ class MultiRegionLab(Lab):
         f"Server time is lognormal (cv {SERVER_CV:g}); jitter per round trip is lognormal (cv {JITTER_CV:g}).",
         "A request reaching the failed region fails after one round trip; static DNS never moves it.",
         "Busy resolvers refresh the moment their entry expires, each at its own phase; no client caches past the TTL.",
-        "Backbone RTTs: Azure's measured P50s (July 2026) where measured, a distance line fitted to them otherwise.",
+        "Backbone RTTs (rtt_matrix, data/rtt_matrix.json): Azure's measured P50s (July 2026) where measured, "
+        "a distance line fitted to them otherwise.",
         "User mixes are assumptions; steady-state latency reads every request as routed with all regions up.",
         f"Failover metrics are means over {FAILOVER_REPS} replayed outages (fresh checker and resolver phases).",
         "Not modelled: client retries to another region, connections kept open to the dead region, edge caches.",
