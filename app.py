@@ -107,9 +107,10 @@ def claim_card(v, region=None, why: str = ""):
         st.caption(f"Evidence — {ex.EVIDENCE_TEXT.get(v.evidence, v.evidence)}")
         st.caption(f"At these settings: {v.detail}")
         if region is not None:
-            st.caption(f"Across the sweep: {region.detail}")
+            st.caption(f"Across the sweep: {region.region if region.grid else region.detail}")
             if region.grid:
-                st.altair_chart(ex.regime_map(region.grid), width="stretch")
+                chart, height = ex.regime_map(region.grid)
+                st.altair_chart(chart, width="stretch", height=height)
             if region.control:
                 ctl = region.control
                 shown_ctl = ", ".join(f"{k}={val}" for k, val in ctl["setting"].items())

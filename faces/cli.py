@@ -129,7 +129,10 @@ def cmd_check(args):
     for qid in ids:
         lab = get_lab(qid)
         t0 = time.perf_counter()
-        verdicts = lab.check(seed=args.seed, progress=lambda n, q=qid: print(f"check {q}: {n} runs", file=sys.stderr))
+        if args.jobs < 1:
+            raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
+        verdicts = lab.check(seed=args.seed, jobs=args.jobs,
+                             progress=lambda n, q=qid: print(f"check {q}: {n} runs", file=sys.stderr))
         report.append({"lab": qid, "claims": [v.to_dict(full=True) for v in verdicts],
                        "elapsed_s": round(time.perf_counter() - t0, 3)})
     if args.format == "json":
@@ -196,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_run)
     s = sub.add_parser("check", help="every claim's verdict with the region where it holds")
     s.add_argument("labs", nargs="*")
+    s.add_argument("--jobs", type=int, default=1, help="worker processes for the sweep runs (joblib)")
     s.add_argument("--seed", type=_seed_arg, default=0)
     s.add_argument("--format", choices=["json", "table"], default="table")
     s.set_defaults(func=cmd_check)

@@ -300,7 +300,7 @@ def page_title(q: Question) -> str:
 
 # --------------------------------------------------------------------------- regime maps
 def regime_map(grid: Sequence[Mapping[str, Any]], title: str = ""):
-    """An Altair heat map of a claim's sweep: one cell per setting, coloured by its verdict.
+    """An Altair heat map of a claim's sweep (one cell per setting, coloured by its verdict) and its height in px.
 
     Drawn by the browser (Vega-Lite), so it costs the server nothing to repaint.
     """
@@ -309,9 +309,11 @@ def regime_map(grid: Sequence[Mapping[str, Any]], title: str = ""):
     names = [k for k in grid[0] if k not in ("verdict", "measured", "low", "high", "reason")]
     rows = [{**{n: fmt_value(c[n]) for n in names}, "verdict": c["verdict"].replace("_", " "),
              "measured": fmt_number(c["measured"]) if c["measured"] is not None else "—"} for c in grid]
-    order = [v.replace("_", " ") for v in (*VERDICTS, "skipped")]
-    colours = [{"green": "#2e7d32", "red": "#c62828", "orange": "#ef6c00", "violet": "#6a1b9a",
-                "gray": "#9e9e9e"}[VERDICT_COLOUR[v]] for v in VERDICTS] + ["#e0e0e0"]
+    palette = {"green": "#2e7d32", "red": "#c62828", "orange": "#ef6c00", "violet": "#6a1b9a", "gray": "#9e9e9e"}
+    present = {c["verdict"] for c in grid}
+    shown = [v for v in (*VERDICTS, "skipped") if v in present]
+    order = [v.replace("_", " ") for v in shown]
+    colours = [palette[VERDICT_COLOUR[v]] if v in VERDICT_COLOUR else "#e0e0e0" for v in shown]
     x_sort = [fmt_value(v) for v in dict.fromkeys(c[names[0]] for c in grid)]
     enc = {"x": alt.X(f"{names[0]}:O", sort=x_sort, title=names[0]),
            "color": alt.Color("verdict:N", scale=alt.Scale(domain=order, range=colours), title="verdict"),
@@ -323,4 +325,6 @@ def regime_map(grid: Sequence[Mapping[str, Any]], title: str = ""):
     cells = base.mark_rect(stroke="white").encode(**enc)
     text = base.mark_text(fontSize=11).encode(**{k: v for k, v in enc.items() if k in ("x", "y")},
                                                text="measured:N")
-    return (cells + text).properties(height=60 if len(names) == 1 else 40 * len(y_sort))
+    n_rows = len(y_sort) if len(names) > 1 else 1
+    chart = (cells + text).properties(height=34 * n_rows)
+    return chart, max(34 * n_rows, 22 * len(shown)) + 90  # Streamlit needs the height of a layered chart
