@@ -56,10 +56,10 @@ __all__ = [
     "N_FEATURES", "N_CLASSES", "PIXEL_LOW", "PIXEL_HIGH", "CHUNK", "QUERY_KINDS",
     "digits_split", "QueryStream", "OutputPolicy", "to_targets",
     "MahalanobisDetector", "InputValidator", "ACCEPTED", "SCHEMA", "OOD",
-    "SoftmaxSurrogate", "SurrogateEnsemble", "steps_for", "queries_to_reach",
+    "SoftmaxSurrogate", "SurrogateEnsemble", "steps_for", "queries_to_reach", "learning_curve",
     "fgsm", "fgsm_minimal", "torch_input_gradient", "logreg_input_gradient",
     "natural_patches", "noise_images", "out_of_range_inputs", "random_perturbation",
-    "expected_calibration_error", "brier_score", "wilson_interval",
+    "expected_calibration_error", "brier_score", "threshold_band",
 ]
 
 N_FEATURES = 64
@@ -453,6 +453,56 @@ def queries_to_reach(queries, values, target: float) -> tuple[float, bool]:
     return float(np.exp(np.log(q[i - 1]) + frac * (np.log(q[i]) - np.log(q[i - 1])))), True
 
 
+def learning_curve(stream: "QueryStream", answer: Callable[[np.ndarray], np.ndarray], grid, X_eval, y_eval,
+                   reference, rngs, target: float, min_end: int,
+                   accept: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
+    """The attacker's copy learning as answers arrive: accuracy and fidelity after each grid point.
+
+    Queries ``0 .. grid[-1]`` are sent in order, chunk by chunk (bounded memory at millions of
+    queries); ``accept(rows)`` (an input validator) may refuse some, which count as sent but get
+    no answer; ``answer(idx)`` returns the attacker's training targets for accepted queries
+    ``idx``. After each grid point a :class:`SurrogateEnsemble` (one copy per generator in
+    ``rngs``) trains ``steps_for(answers)`` more steps; the curve records the copies' mean (and
+    sd) accuracy on ``(X_eval, y_eval)`` and agreement with ``reference`` (the victim's labels).
+    It stops after ``min_end`` queries once both have reached ``target``.
+    """
+    surrogate = SurrogateEnsemble(rngs)
+    Xs = np.empty((min(grid[-1], max(min_end, CHUNK)), N_FEATURES), dtype=np.uint8)
+    Ts = np.empty((len(Xs), N_CLASSES))
+    out = {k: [] for k in ("queries", "answered", "accuracy", "fidelity", "accuracy_sd", "fidelity_sd")}
+    n = sent = 0
+    reached_acc = reached_fid = False
+    for q in grid:
+        for start in range(sent, q, CHUNK):
+            stop = min(q, (start // CHUNK + 1) * CHUNK)
+            rows, idx = stream.take(start, stop), np.arange(start, stop)
+            if accept is not None:
+                ok = accept(rows)
+                rows, idx = rows[ok], idx[ok]
+            if idx.size:
+                if n + idx.size > len(Xs):
+                    grow = max(n + idx.size, 2 * len(Xs))
+                    Xs = np.concatenate([Xs[:n], np.empty((grow - n, N_FEATURES), dtype=np.uint8)])
+                    Ts = np.concatenate([Ts[:n], np.empty((grow - n, N_CLASSES))])
+                Xs[n:n + idx.size], Ts[n:n + idx.size] = rows, answer(idx)
+                n += idx.size
+        sent = q
+        surrogate.train(Xs[:n], Ts[:n], steps_for(n))
+        pred = surrogate.predict(X_eval)
+        accs, fids = np.mean(pred == y_eval, axis=1), np.mean(pred == reference, axis=1)
+        acc, fid = float(np.mean(accs)), float(np.mean(fids))
+        reached_acc |= acc >= target
+        reached_fid |= fid >= target
+        for k, v in (("queries", q), ("answered", n), ("accuracy", acc), ("fidelity", fid),
+                     ("accuracy_sd", float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0),
+                     ("fidelity_sd", float(np.std(fids, ddof=1)) if len(fids) > 1 else 0.0)):
+            out[k].append(v)
+        if q >= min_end and reached_acc and reached_fid:
+            break
+    out["n_eval"], out["replicates"] = int(len(y_eval)), surrogate.replicates
+    return out
+
+
 # --------------------------------------------------------------------------- adversarial inputs
 def fgsm(X: np.ndarray, grad: np.ndarray, eps: float, low: float = PIXEL_LOW, high: float = PIXEL_HIGH) -> np.ndarray:
     """FGSM, L-infinity: ``clip(X + eps * sign(grad of the loss), low, high)``."""
@@ -576,12 +626,26 @@ def brier_score(P: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.sum((P - onehot) ** 2, axis=1)))
 
 
-def wilson_interval(k: float, n: float, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval for a proportion k/n (as fractions)."""
-    if n <= 0:
-        return (math.nan, math.nan)
-    p = k / n
-    den = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return (max(0.0, mid - half), min(1.0, mid + half))
+def threshold_band(queries, values, target: float, n_eval: int, sd=None,
+                   replicates: int = 1) -> tuple[float, bool, tuple[float, float]]:
+    """Where a mean learning curve first reaches ``target``, and a 95% interval for that point.
+
+    ``values`` is the mean over ``replicates`` copies of a share measured on ``n_eval`` items
+    (``sd`` their spread per grid point). The curve's band adds, in quadrature, the evaluation
+    set's sampling error (Wilson) and the replicates' error (1.96 sd / sqrt(R)); the interval is
+    where the upper band first crosses the target (early end) and where the lower band does (late
+    end). Returns ``(queries, reached, (low, high))``; an end the band never reaches is NaN, and
+    a curve that never reaches the target gives ``(nan, False, (low, nan))``.
+    """
+    from .metrics import wilson
+
+    q, v = np.asarray(queries, dtype=float), np.asarray(values, dtype=float)
+    sd = np.zeros(len(v)) if sd is None else np.asarray(sd, dtype=float)
+    rep_half = 1.96 * sd / math.sqrt(replicates) if replicates > 1 else np.zeros(len(v))
+    band = np.array([[b.low, b.high] for b in (wilson(x * n_eval, n_eval) for x in v)])
+    upper = v + np.hypot(band[:, 1] - v, rep_half)
+    lower = v - np.hypot(v - band[:, 0], rep_half)
+    value, reached = queries_to_reach(q, v, target)
+    early, _ = queries_to_reach(q, upper, target)
+    late, _ = queries_to_reach(q, lower, target)
+    return float(value), reached, (float(early), float(late))

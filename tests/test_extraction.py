@@ -271,9 +271,20 @@ def test_calibration_measures():
     assert X.brier_score(sure_wrong, y) == pytest.approx(2.0)
 
 
-def test_wilson_interval():
-    lo, hi = X.wilson_interval(0, 100)
-    assert lo == 0.0 and 0.03 < hi < 0.04
-    lo, hi = X.wilson_interval(50, 100)
-    assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
-    assert all(math.isnan(v) for v in X.wilson_interval(0, 0))
+def test_threshold_band_brackets_the_crossing_and_widens_with_the_replicates_spread():
+    q, v = [10, 100, 1000], [0.2, 0.79, 0.95]
+    value, reached, (lo0, hi0) = X.threshold_band(q, v, 0.8, n_eval=450)
+    assert reached and 100 < value < 1000
+    assert 10 < lo0 < value < hi0 < 1000  # 0.79 +- 4 points: the upper band crosses before 100
+    value2, _, (lo, hi) = X.threshold_band(q, v, 0.8, n_eval=450, sd=[0.0, 0.1, 0.1], replicates=8)
+    assert value2 == value and lo < lo0 and hi >= hi0
+    # a bigger evaluation set narrows the interval
+    _, _, (lo_big, hi_big) = X.threshold_band(q, v, 0.8, n_eval=45_000)
+    assert lo0 < lo_big and hi_big <= hi0
+
+
+def test_threshold_band_of_a_curve_that_never_reaches_the_target():
+    value, reached, (lo, hi) = X.threshold_band([10, 100, 1000], [0.2, 0.5, 0.7], 0.8, n_eval=450)
+    assert not reached and math.isnan(value) and math.isnan(hi)
+    _, _, (lo, _) = X.threshold_band([10, 100, 1000], [0.2, 0.5, 0.78], 0.8, n_eval=100)
+    assert 100 < lo <= 1000  # the upper band of 0.78 on 100 items reaches 0.8
