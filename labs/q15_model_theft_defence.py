@@ -25,6 +25,7 @@ import sim.models
 import sim.rng
 from sim import extraction as X
 from sim.cache import DiskCache
+from sim.metrics import wilson
 from sim.rng import Streams
 from sim.token_bucket import TokenBucket
 
@@ -55,10 +56,8 @@ _RUN = threading.local()  # what this thread's current run had to compute (not r
 
 
 def _cpu_tolerance() -> dict[tuple[str, str], float]:
-    """Numbers another CPU's floating point may move, with relative tolerances: thresholds on the mean
-    of REPLICATES copies (one test digit of one copy moves it 0.03 points, about 1% of the threshold
-    where the curve is flattest; Intel vs AMD moved a one-copy threshold 3.7%), ratios of two of them,
-    and calibration numbers (victim float32 rounding, 6th digit)."""
+    """(arm, metric) numbers another CPU's floating point may move, with relative tolerances: thresholds
+    on the mean of 8 copies (Intel vs AMD moved a one-copy threshold 3.7%), their ratios, calibration."""
     tol = {}
     for arm in EXTRACTION_ARMS:
         tol.update({(arm, "extraction_queries"): 0.10, (arm, "fidelity_queries"): 0.10,
@@ -375,35 +374,13 @@ class _Pieces:
         return self._cached("detection", key, "detection", self._compute_detection)
 
     def _compute_detection(self) -> dict:
-        p, val = self.p, self.validator()
+        p, model = self.p, self.model()
         _, X_test, _, y_test = X.digits_split()
-        rng = self.streams.fresh("ood_inputs")
-
-        def flagged(rows) -> dict:
-            codes = val.check(rows)
-            return {"n": int(len(codes)), "flagged": int(np.sum(codes != X.ACCEPTED))}
-
-        model = self.model()
-        correct = model.predict(X_test) == y_test
         grad, source = self._input_gradient(X_test, y_test)
-        if p.fgsm_minimal:
-            adv, eps_used = X.fgsm_minimal(X_test, y_test, grad, model.predict, p.fgsm_eps)
-        else:
-            adv, eps_used = X.fgsm(X_test, grad, p.fgsm_eps), np.full(len(X_test), float(p.fgsm_eps))
-        fooled = correct & (model.predict(adv.astype(np.float32)) != y_test)
-        adv_codes = val.check(adv)
-        return {
-            "clean": flagged(X_test),
-            "out_of_range": flagged(X.out_of_range_inputs(rng, X_test, DETECT_N)),
-            "noise_images": flagged(X.noise_images(rng, DETECT_N)),
-            "natural_patches": flagged(X.natural_patches(rng, DETECT_N)),
-            "random_perturbation": flagged(X.random_perturbation(rng, X_test, p.fgsm_eps)),
-            "adversarial": {"n": int(fooled.sum()), "flagged": int(np.sum(adv_codes[fooled] != X.ACCEPTED)),
-                            "attempted": int(correct.sum()), "fooled": int(fooled.sum()),
-                            "fooled_and_passed": int(np.sum(fooled & (adv_codes == X.ACCEPTED))),
-                            "mean_eps": float(np.mean(eps_used[fooled])) if fooled.any() else None,
-                            "source": source},
-        }
+        out = X.validator_report(self.validator().check, model.predict, X_test, y_test, grad, p.fgsm_eps,
+                                 p.fgsm_minimal, self.streams.fresh("ood_inputs"), DETECT_N)
+        out["adversarial"]["source"] = source
+        return out
 
     def _input_gradient(self, X_in, y):
         name = self.p.victim
@@ -432,18 +409,6 @@ class _Pieces:
                                          p.query_noise)
         return self._stream
 
-    def _chunked(self, store: dict, idx: np.ndarray, load) -> np.ndarray:
-        out = np.empty((len(idx), X.N_CLASSES), dtype=np.float64)
-        chunks = idx // X.CHUNK
-        for c in np.unique(chunks).tolist():
-            if c not in store:
-                while len(store) >= 2:  # bounded memory: the curve walks the chunks in order
-                    store.pop(next(iter(store)))
-                store[c] = load(c)
-            sel = chunks == c
-            out[sel] = store[c][idx[sel] - c * X.CHUNK]
-        return out
-
     def answers(self, idx: np.ndarray) -> np.ndarray:
         """The victim's float32 probabilities for queries ``idx``, computed once per chunk and cached on disk."""
         def load(c):
@@ -454,10 +419,10 @@ class _Pieces:
                 CACHE.put_array("answers", key, arr)
             return arr
 
-        return self._chunked(self._answers, idx, load)
+        return X.chunked_rows(self._answers, idx, load)
 
     def noise(self, idx: np.ndarray) -> np.ndarray:
-        return self._chunked(self._noise, idx, lambda c: self.streams.fresh(f"answer_noise/{c}").standard_normal(
+        return X.chunked_rows(self._noise, idx, lambda c: self.streams.fresh(f"answer_noise/{c}").standard_normal(
             (X.CHUNK, X.N_CLASSES)))
 
     def curve(self, arm: str) -> dict:
@@ -500,15 +465,10 @@ def _curves_frame(curves: dict) -> pd.DataFrame:
 
 
 def _detection_frame(detection: dict) -> pd.DataFrame:
-    from sim.metrics import wilson
-
-    rows = []
-    for name, label in DETECTION_LABELS.items():
-        d = detection[name]
-        iv = wilson(d["flagged"], d["n"])
-        rows.append({"inputs": name, "label": label, "n": d["n"], "flagged_pct": 100 * iv.estimate,
-                     "ci_low": 100 * iv.low, "ci_high": 100 * iv.high})
-    return pd.DataFrame(rows)
+    ivs = {name: wilson(detection[name]["flagged"], detection[name]["n"]) for name in DETECTION_LABELS}
+    return pd.DataFrame([{"inputs": name, "label": label, "n": detection[name]["n"], "flagged_pct": 100 * iv.estimate,
+                          "ci_low": 100 * iv.low, "ci_high": 100 * iv.high}
+                         for (name, label), iv in zip(DETECTION_LABELS.items(), ivs.values())])
 
 
 def _time_frame(p, bucket: TokenBucket) -> pd.DataFrame:
@@ -521,13 +481,11 @@ def _time_frame(p, bucket: TokenBucket) -> pd.DataFrame:
 def _plot_curves(result):
     from .plotting import arm_colour, figure
 
-    df, names = result.series["curves"], {str(a): a.label for a in ARMS}
+    df, target = result.series["curves"], result.params["target_accuracy_pct"]
     fig, ax = figure("Copy's accuracy on held-out digits vs queries sent", size=(8, 3.6))
-    for k, arm in enumerate(EXTRACTION_ARMS):
-        if arm != "rate_limit":  # same queries as the baseline; only its time differs
-            d = df[df.arm == arm]
-            ax.plot(d.queries, d.accuracy_pct, marker="o", ms=3, lw=1.4, label=names[arm], color=arm_colour(arm, k))
-    target = result.params["target_accuracy_pct"]
+    for k, arm in enumerate(a for a in ARMS if a != "rate_limit"):  # rate_limit: the baseline's queries, slower
+        d = df[df.arm == arm]
+        ax.plot(d.queries, d.accuracy_pct, marker="o", ms=3, lw=1.4, label=arm.label, color=arm_colour(arm, k))
     ax.axhline(target, color="0.3", ls="--", lw=1, label=f"target {target:g}%")
     ax.axvline(1e6, color="0.6", ls=":", lw=1, label="1M queries")
     ax.set(xscale="log", xlabel="queries sent by the attacker", ylabel="copy accuracy (%)", ylim=(0, 100))
@@ -538,9 +496,8 @@ def _plot_curves(result):
 def _plot_time(result):
     from .plotting import EXTRA_COLOURS, figure
 
-    df = result.series["attacker_time"]
     fig, ax = figure("Attacker's time to send N queries", size=(8, 3.4))
-    for k, (scenario, d) in enumerate(df.groupby("scenario", sort=False)):
+    for k, (scenario, d) in enumerate(result.series["attacker_time"].groupby("scenario", sort=False)):
         ax.plot(d.queries, d.time_h, lw=1.6, label=scenario, color=EXTRA_COLOURS[k % len(EXTRA_COLOURS)])
     for arm, marker in (("baseline", "o"), ("pattern", "s")):
         q, h = result.metrics[arm]["extraction_queries"], result.metrics[arm]["extraction_time_h"]
@@ -556,13 +513,12 @@ def _plot_detection(result):
     from .plotting import arm_colour, figure
 
     df, p = result.series["detection"].copy(), result.params
-    eps = f"eps {p['fgsm_eps']}" + (", minimal" if p["fgsm_minimal"] else "")
-    df.loc[df.inputs == "adversarial", "label"] = f"FGSM {eps} (fooling the victim)"
+    df.loc[df.inputs == "adversarial", "label"] = f"FGSM eps {p['fgsm_eps']}{', minimal' if p['fgsm_minimal'] else ''}"
     df.loc[df.inputs == "random_perturbation", "label"] = f"random +-{p['fgsm_eps']} noise"
     fig, ax = figure("Input validator: share of inputs flagged (95% Wilson intervals)", size=(8, 3.4))
-    y = np.arange(len(df))
+    y, pct = np.arange(len(df)), np.nan_to_num(df.flagged_pct)
     err = np.nan_to_num(np.vstack([df.flagged_pct - df.ci_low, df.ci_high - df.flagged_pct]))
-    ax.barh(y, np.nan_to_num(df.flagged_pct), xerr=err, color=arm_colour("pattern"), alpha=0.8, capsize=3)
+    ax.barh(y, pct, xerr=err, color=arm_colour("pattern"), alpha=0.8, capsize=3)
     ax.set_yticks(y, df.label, fontsize=8)
     ax.axvline(90, color="0.3", ls="--", lw=1, label="90% target")
     ax.set(xlim=(0, 100), xlabel="flagged (%)")

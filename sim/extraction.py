@@ -54,11 +54,11 @@ import numpy as np
 
 __all__ = [
     "N_FEATURES", "N_CLASSES", "PIXEL_LOW", "PIXEL_HIGH", "CHUNK", "QUERY_KINDS",
-    "digits_split", "QueryStream", "OutputPolicy", "to_targets",
+    "digits_split", "QueryStream", "chunked_rows", "OutputPolicy", "to_targets",
     "MahalanobisDetector", "InputValidator", "ACCEPTED", "SCHEMA", "OOD",
     "SoftmaxSurrogate", "SurrogateEnsemble", "steps_for", "queries_to_reach", "learning_curve",
     "fgsm", "fgsm_minimal", "torch_input_gradient", "logreg_input_gradient",
-    "natural_patches", "noise_images", "out_of_range_inputs", "random_perturbation",
+    "natural_patches", "noise_images", "out_of_range_inputs", "random_perturbation", "validator_report",
     "expected_calibration_error", "brier_score", "threshold_band",
 ]
 
@@ -145,6 +145,25 @@ class QueryStream:
             hi = min(stop, (c + 1) * self.chunk_size) - c * self.chunk_size
             parts.append(self.chunk(c)[lo:hi])
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def chunked_rows(store: dict, idx: np.ndarray, load: Callable[[int], np.ndarray], chunk: int = CHUNK,
+                 keep: int = 2) -> np.ndarray:
+    """Rows ``idx`` of a long array held chunk by chunk: ``load(c)`` gives chunk ``c`` (rows
+    ``c * chunk ..``), ``store`` memoises at most ``keep`` chunks (oldest dropped first)."""
+    idx = np.asarray(idx)
+    chunks = idx // chunk
+    out = None
+    for c in np.unique(chunks).tolist():
+        if c not in store:
+            while len(store) >= keep:
+                store.pop(next(iter(store)))
+            store[c] = load(c)
+        sel = chunks == c
+        if out is None:
+            out = np.empty((len(idx),) + store[c].shape[1:], dtype=np.float64)
+        out[sel] = store[c][idx[sel] - c * chunk]
+    return np.empty((0, N_CLASSES)) if out is None else out
 
 
 # --------------------------------------------------------------------------- output defences
@@ -600,6 +619,40 @@ def random_perturbation(rng: np.random.Generator, X: np.ndarray, eps: float) -> 
     """A non-adversarial control: +-eps on every pixel with random signs, clipped."""
     X = np.asarray(X, dtype=np.float64)
     return np.clip(X + eps * rng.choice([-1.0, 1.0], size=X.shape), PIXEL_LOW, PIXEL_HIGH)
+
+
+def validator_report(check: Callable[[np.ndarray], np.ndarray], predict: Callable[[np.ndarray], np.ndarray],
+                     X: np.ndarray, y: np.ndarray, grad: np.ndarray, eps: float, minimal: bool,
+                     rng: np.random.Generator, n_ood: int = 1000) -> dict:
+    """Counts of what an input validator (``check`` -> codes) flags, per family of inputs.
+
+    Families: the clean rows ``X`` (false positives), schema violations, noise images, natural
+    patches (``n_ood`` each), random +-eps perturbations, and FGSM images (``grad`` the loss's input
+    gradient, ``minimal`` as in ART) that fool ``predict`` on rows it classified correctly; only
+    those count as adversarial. Each family is ``{"n": ..., "flagged": ...}``.
+    """
+    def flagged(rows) -> dict:
+        codes = check(rows)
+        return {"n": int(len(codes)), "flagged": int(np.sum(codes != ACCEPTED))}
+
+    correct = predict(X) == y
+    if minimal:
+        adv, eps_used = fgsm_minimal(X, y, grad, predict, eps)
+    else:
+        adv, eps_used = fgsm(X, grad, eps), np.full(len(X), float(eps))
+    fooled = correct & (predict(adv.astype(np.float32)) != y)
+    passed = check(adv) == ACCEPTED
+    return {
+        "clean": flagged(X),
+        "out_of_range": flagged(out_of_range_inputs(rng, X, n_ood)),
+        "noise_images": flagged(noise_images(rng, n_ood)),
+        "natural_patches": flagged(natural_patches(rng, n_ood)),
+        "random_perturbation": flagged(random_perturbation(rng, X, eps)),
+        "adversarial": {"n": int(fooled.sum()), "flagged": int(np.sum(fooled & ~passed)),
+                        "attempted": int(correct.sum()), "fooled": int(fooled.sum()),
+                        "fooled_and_passed": int(np.sum(fooled & passed)),
+                        "mean_eps": float(np.mean(eps_used[fooled])) if fooled.any() else None},
+    }
 
 
 # --------------------------------------------------------------------------- utility measures
