@@ -92,8 +92,8 @@ def test_detection_verdict_reads_the_wilson_interval(default):
 
 
 def test_budget_exhausted_by_both_arms_is_not_measured_never_a_defence_win():
-    """A 50-pixel-level query noise and a 95% target: no copy gets there within the budget."""
-    r = LAB.run(0, target_accuracy_pct=95.0, max_queries=100_000)
+    """Noise images: no copy, open or defended, gets there within the budget (the old lab called it a win)."""
+    r = LAB.run(0, attacker_data="synthetic", max_queries=100_000)
     m, reasons = r.metrics, r.reasons
     assert m["baseline"]["extraction_reached"] == 0.0 and m["pattern"]["extraction_reached"] == 0.0
     assert math.isnan(m["pattern"]["extraction_queries"])
