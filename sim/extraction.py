@@ -54,12 +54,12 @@ import numpy as np
 
 __all__ = [
     "N_FEATURES", "N_CLASSES", "PIXEL_LOW", "PIXEL_HIGH", "CHUNK", "QUERY_KINDS",
-    "digits_split", "QueryStream", "OutputPolicy", "to_targets",
+    "digits_split", "QueryStream", "chunked_rows", "OutputPolicy", "to_targets",
     "MahalanobisDetector", "InputValidator", "ACCEPTED", "SCHEMA", "OOD",
-    "SoftmaxSurrogate", "SurrogateEnsemble", "steps_for", "queries_to_reach",
+    "SoftmaxSurrogate", "SurrogateEnsemble", "steps_for", "queries_to_reach", "learning_curve",
     "fgsm", "fgsm_minimal", "torch_input_gradient", "logreg_input_gradient",
-    "natural_patches", "noise_images", "out_of_range_inputs", "random_perturbation",
-    "expected_calibration_error", "brier_score", "wilson_interval",
+    "natural_patches", "noise_images", "out_of_range_inputs", "random_perturbation", "validator_report",
+    "expected_calibration_error", "brier_score", "threshold_band",
 ]
 
 N_FEATURES = 64
@@ -145,6 +145,25 @@ class QueryStream:
             hi = min(stop, (c + 1) * self.chunk_size) - c * self.chunk_size
             parts.append(self.chunk(c)[lo:hi])
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def chunked_rows(store: dict, idx: np.ndarray, load: Callable[[int], np.ndarray], chunk: int = CHUNK,
+                 keep: int = 2) -> np.ndarray:
+    """Rows ``idx`` of a long array held chunk by chunk: ``load(c)`` gives chunk ``c`` (rows
+    ``c * chunk ..``), ``store`` memoises at most ``keep`` chunks (oldest dropped first)."""
+    idx = np.asarray(idx)
+    chunks = idx // chunk
+    out = None
+    for c in np.unique(chunks).tolist():
+        if c not in store:
+            while len(store) >= keep:
+                store.pop(next(iter(store)))
+            store[c] = load(c)
+        sel = chunks == c
+        if out is None:
+            out = np.empty((len(idx),) + store[c].shape[1:], dtype=np.float64)
+        out[sel] = store[c][idx[sel] - c * chunk]
+    return np.empty((0, N_CLASSES)) if out is None else out
 
 
 # --------------------------------------------------------------------------- output defences
@@ -453,6 +472,56 @@ def queries_to_reach(queries, values, target: float) -> tuple[float, bool]:
     return float(np.exp(np.log(q[i - 1]) + frac * (np.log(q[i]) - np.log(q[i - 1])))), True
 
 
+def learning_curve(stream: "QueryStream", answer: Callable[[np.ndarray], np.ndarray], grid, X_eval, y_eval,
+                   reference, rngs, target: float, min_end: int,
+                   accept: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
+    """The attacker's copy learning as answers arrive: accuracy and fidelity after each grid point.
+
+    Queries ``0 .. grid[-1]`` are sent in order, chunk by chunk (bounded memory at millions of
+    queries); ``accept(rows)`` (an input validator) may refuse some, which count as sent but get
+    no answer; ``answer(idx)`` returns the attacker's training targets for accepted queries
+    ``idx``. After each grid point a :class:`SurrogateEnsemble` (one copy per generator in
+    ``rngs``) trains ``steps_for(answers)`` more steps; the curve records the copies' mean (and
+    sd) accuracy on ``(X_eval, y_eval)`` and agreement with ``reference`` (the victim's labels).
+    It stops after ``min_end`` queries once both have reached ``target``.
+    """
+    surrogate = SurrogateEnsemble(rngs)
+    Xs = np.empty((min(grid[-1], max(min_end, CHUNK)), N_FEATURES), dtype=np.uint8)
+    Ts = np.empty((len(Xs), N_CLASSES))
+    out = {k: [] for k in ("queries", "answered", "accuracy", "fidelity", "accuracy_sd", "fidelity_sd")}
+    n = sent = 0
+    reached_acc = reached_fid = False
+    for q in grid:
+        for start in range(sent, q, CHUNK):
+            stop = min(q, (start // CHUNK + 1) * CHUNK)
+            rows, idx = stream.take(start, stop), np.arange(start, stop)
+            if accept is not None:
+                ok = accept(rows)
+                rows, idx = rows[ok], idx[ok]
+            if idx.size:
+                if n + idx.size > len(Xs):
+                    grow = max(n + idx.size, 2 * len(Xs))
+                    Xs = np.concatenate([Xs[:n], np.empty((grow - n, N_FEATURES), dtype=np.uint8)])
+                    Ts = np.concatenate([Ts[:n], np.empty((grow - n, N_CLASSES))])
+                Xs[n:n + idx.size], Ts[n:n + idx.size] = rows, answer(idx)
+                n += idx.size
+        sent = q
+        surrogate.train(Xs[:n], Ts[:n], steps_for(n))
+        pred = surrogate.predict(X_eval)
+        accs, fids = np.mean(pred == y_eval, axis=1), np.mean(pred == reference, axis=1)
+        acc, fid = float(np.mean(accs)), float(np.mean(fids))
+        reached_acc |= acc >= target
+        reached_fid |= fid >= target
+        for k, v in (("queries", q), ("answered", n), ("accuracy", acc), ("fidelity", fid),
+                     ("accuracy_sd", float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0),
+                     ("fidelity_sd", float(np.std(fids, ddof=1)) if len(fids) > 1 else 0.0)):
+            out[k].append(v)
+        if q >= min_end and reached_acc and reached_fid:
+            break
+    out["n_eval"], out["replicates"] = int(len(y_eval)), surrogate.replicates
+    return out
+
+
 # --------------------------------------------------------------------------- adversarial inputs
 def fgsm(X: np.ndarray, grad: np.ndarray, eps: float, low: float = PIXEL_LOW, high: float = PIXEL_HIGH) -> np.ndarray:
     """FGSM, L-infinity: ``clip(X + eps * sign(grad of the loss), low, high)``."""
@@ -552,6 +621,40 @@ def random_perturbation(rng: np.random.Generator, X: np.ndarray, eps: float) -> 
     return np.clip(X + eps * rng.choice([-1.0, 1.0], size=X.shape), PIXEL_LOW, PIXEL_HIGH)
 
 
+def validator_report(check: Callable[[np.ndarray], np.ndarray], predict: Callable[[np.ndarray], np.ndarray],
+                     X: np.ndarray, y: np.ndarray, grad: np.ndarray, eps: float, minimal: bool,
+                     rng: np.random.Generator, n_ood: int = 1000) -> dict:
+    """Counts of what an input validator (``check`` -> codes) flags, per family of inputs.
+
+    Families: the clean rows ``X`` (false positives), schema violations, noise images, natural
+    patches (``n_ood`` each), random +-eps perturbations, and FGSM images (``grad`` the loss's input
+    gradient, ``minimal`` as in ART) that fool ``predict`` on rows it classified correctly; only
+    those count as adversarial. Each family is ``{"n": ..., "flagged": ...}``.
+    """
+    def flagged(rows) -> dict:
+        codes = check(rows)
+        return {"n": int(len(codes)), "flagged": int(np.sum(codes != ACCEPTED))}
+
+    correct = predict(X) == y
+    if minimal:
+        adv, eps_used = fgsm_minimal(X, y, grad, predict, eps)
+    else:
+        adv, eps_used = fgsm(X, grad, eps), np.full(len(X), float(eps))
+    fooled = correct & (predict(adv.astype(np.float32)) != y)
+    passed = check(adv) == ACCEPTED
+    return {
+        "clean": flagged(X),
+        "out_of_range": flagged(out_of_range_inputs(rng, X, n_ood)),
+        "noise_images": flagged(noise_images(rng, n_ood)),
+        "natural_patches": flagged(natural_patches(rng, n_ood)),
+        "random_perturbation": flagged(random_perturbation(rng, X, eps)),
+        "adversarial": {"n": int(fooled.sum()), "flagged": int(np.sum(fooled & ~passed)),
+                        "attempted": int(correct.sum()), "fooled": int(fooled.sum()),
+                        "fooled_and_passed": int(np.sum(fooled & passed)),
+                        "mean_eps": float(np.mean(eps_used[fooled])) if fooled.any() else None},
+    }
+
+
 # --------------------------------------------------------------------------- utility measures
 def expected_calibration_error(P: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
     """ECE of the top-class confidence (equal-width bins on (0, 1]), as a fraction."""
@@ -576,12 +679,26 @@ def brier_score(P: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.sum((P - onehot) ** 2, axis=1)))
 
 
-def wilson_interval(k: float, n: float, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval for a proportion k/n (as fractions)."""
-    if n <= 0:
-        return (math.nan, math.nan)
-    p = k / n
-    den = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return (max(0.0, mid - half), min(1.0, mid + half))
+def threshold_band(queries, values, target: float, n_eval: int, sd=None,
+                   replicates: int = 1) -> tuple[float, bool, tuple[float, float]]:
+    """Where a mean learning curve first reaches ``target``, and a 95% interval for that point.
+
+    ``values`` is the mean over ``replicates`` copies of a share measured on ``n_eval`` items
+    (``sd`` their spread per grid point). The curve's band adds, in quadrature, the evaluation
+    set's sampling error (Wilson) and the replicates' error (1.96 sd / sqrt(R)); the interval is
+    where the upper band first crosses the target (early end) and where the lower band does (late
+    end). Returns ``(queries, reached, (low, high))``; an end the band never reaches is NaN, and
+    a curve that never reaches the target gives ``(nan, False, (low, nan))``.
+    """
+    from .metrics import wilson
+
+    q, v = np.asarray(queries, dtype=float), np.asarray(values, dtype=float)
+    sd = np.zeros(len(v)) if sd is None else np.asarray(sd, dtype=float)
+    rep_half = 1.96 * sd / math.sqrt(replicates) if replicates > 1 else np.zeros(len(v))
+    band = np.array([[b.low, b.high] for b in (wilson(x * n_eval, n_eval) for x in v)])
+    upper = v + np.hypot(band[:, 1] - v, rep_half)
+    lower = v - np.hypot(v - band[:, 0], rep_half)
+    value, reached = queries_to_reach(q, v, target)
+    early, _ = queries_to_reach(q, upper, target)
+    late, _ = queries_to_reach(q, lower, target)
+    return float(value), reached, (float(early), float(late))

@@ -271,9 +271,59 @@ def test_calibration_measures():
     assert X.brier_score(sure_wrong, y) == pytest.approx(2.0)
 
 
-def test_wilson_interval():
-    lo, hi = X.wilson_interval(0, 100)
-    assert lo == 0.0 and 0.03 < hi < 0.04
-    lo, hi = X.wilson_interval(50, 100)
-    assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
-    assert all(math.isnan(v) for v in X.wilson_interval(0, 0))
+def test_threshold_band_brackets_the_crossing_and_widens_with_the_replicates_spread():
+    q, v = [10, 100, 1000], [0.2, 0.79, 0.95]
+    value, reached, (lo0, hi0) = X.threshold_band(q, v, 0.8, n_eval=450)
+    assert reached and 100 < value < 1000
+    assert 10 < lo0 < value < hi0 < 1000  # 0.79 +- 4 points: the upper band crosses before 100
+    value2, _, (lo, hi) = X.threshold_band(q, v, 0.8, n_eval=450, sd=[0.0, 0.1, 0.1], replicates=8)
+    assert value2 == value and lo < lo0 and hi >= hi0
+    # a bigger evaluation set narrows the interval
+    _, _, (lo_big, hi_big) = X.threshold_band(q, v, 0.8, n_eval=45_000)
+    assert lo0 < lo_big and hi_big <= hi0
+
+
+def test_threshold_band_of_a_curve_that_never_reaches_the_target():
+    value, reached, (lo, hi) = X.threshold_band([10, 100, 1000], [0.2, 0.5, 0.7], 0.8, n_eval=450)
+    assert not reached and math.isnan(value) and math.isnan(hi)
+    _, _, (lo, _) = X.threshold_band([10, 100, 1000], [0.2, 0.5, 0.78], 0.8, n_eval=100)
+    assert 100 < lo <= 1000  # the upper band of 0.78 on 100 items reaches 0.8
+
+
+def test_chunked_rows_reads_across_chunks_and_keeps_at_most_two():
+    loads = []
+
+    def load(c):
+        loads.append(c)
+        return np.arange(c * 10, c * 10 + 10, dtype=float)[:, None] * np.ones((1, 3))
+
+    store = {}
+    got = X.chunked_rows(store, np.array([8, 9, 10, 25]), load, chunk=10)
+    np.testing.assert_array_equal(got[:, 0], [8, 9, 10, 25])
+    assert loads == [0, 1, 2] and sorted(store) == [1, 2]
+    X.chunked_rows(store, np.array([11, 12]), load, chunk=10)
+    assert loads == [0, 1, 2]  # chunk 1 was still held
+
+
+def test_validator_report_counts_only_adversarial_images_that_fool(digits):
+    _, X_test, _, y_test = digits
+    X_test, y_test = X_test[:60], y_test[:60]
+    right = y_test.copy()
+
+    def predict(rows):  # right on the first 40 clean rows; anything changed is misread
+        rows = np.asarray(rows, dtype=np.float32)
+        same = np.all(rows == X_test, axis=1) if rows.shape == X_test.shape else np.zeros(len(rows), bool)
+        out = np.where(same, right, (right + 1) % 10)
+        out[40:] = (right[40:] + 1) % 10
+        return out
+
+    def check(rows):  # flags every row whose first pixel is above 8
+        return np.where(np.asarray(rows)[:, 0] > 8, X.OOD, X.ACCEPTED).astype(np.int8)
+
+    grad = np.ones_like(X_test)
+    r = X.validator_report(check, predict, X_test, y_test, grad, 16, False, np.random.default_rng(0), 50)
+    adv = r["adversarial"]
+    assert adv["attempted"] == 40 and adv["fooled"] == 40 and adv["n"] == 40
+    assert adv["flagged"] == 40 and adv["fooled_and_passed"] == 0  # +16 saturates pixel 0 at 16 > 8
+    assert r["clean"]["flagged"] == int(np.sum(X_test[:, 0] > 8))
+    assert r["noise_images"]["n"] == 50

@@ -1,7 +1,7 @@
-"""Q15 lab: extraction curves, defences' costs, validator rates; closed forms where they exist.
+"""Q15 lab: extraction curves, the defences' costs, validator rates, fair verdicts.
 
-The first run of a setting trains the attacker's copies (10-40 s, cached under
-the user's cache folder); later runs of the same setting read the cache.
+The first run of a setting trains the attacker's copies (10-40 s, cached in the
+session's cache folder); later runs of the same setting read the cache.
 """
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from labs.claims import point_verdict
 from labs.contract import ParamError
-from labs.q15_model_theft_defence import EXTRACTION_ARMS, LAB, _threshold
-from sim.token_bucket import TokenBucket
+from labs.q15_model_theft_defence import EXTRACTION_ARMS, LAB
 
 
 @pytest.fixture(scope="module")
@@ -39,35 +41,30 @@ def test_every_curve_reaches_the_plot_range_and_sends_in_order(default):
         d = df[df.arm == arm]
         assert d.queries.iloc[0] == 10 and d.queries.max() >= 100_000
         assert np.all(np.diff(d.queries) > 0)
-        assert np.all(d.answered <= d.queries)
-        assert np.all(np.diff(d.answered) >= 0)
+        assert np.all(d.answered <= d.queries) and np.all(np.diff(d.answered) >= 0)
     assert (df[df.arm == "baseline"].answered == df[df.arm == "baseline"].queries).all()
+    assert (df[df.arm == "validator"].answered < df[df.arm == "validator"].queries).any()
 
 
-def test_labels_only_and_rounding_keep_honest_accuracy(default):
+def test_output_defences_cost_calibration_and_noise_costs_accuracy(default):
     m = default.metrics
     for arm in ("labels_only", "rounding", "validator", "rate_limit"):
         assert m[arm]["honest_accuracy_pct"] == m["baseline"]["honest_accuracy_pct"]
-        assert m[arm]["utility_loss_pct"] == 0.0
     # labels only: the confidence is always 1, so calibration error equals the error rate
     assert m["labels_only"]["ece_pct"] == pytest.approx(100 - m["baseline"]["honest_accuracy_pct"])
-    # noise flattens the probabilities: calibration gets worse
     assert m["noise"]["ece_pct"] > m["baseline"]["ece_pct"]
+    # the calibration cost is reported next to the top-1 cost, and it is the bigger one here
+    c = m["comparison"]
+    assert c["calibration_loss_pct"] > c["utility_loss_pct"]
+    assert "utility_loss_pct" in default.intervals["comparison"]
 
 
 def test_rate_limit_changes_time_not_queries(default):
-    m, p = default.metrics, default.params
+    m = default.metrics
     assert m["rate_limit"]["extraction_queries"] == m["baseline"]["extraction_queries"]
-    n = m["rate_limit"]["extraction_queries"]
-    per_key = math.ceil(n / p["attacker_keys"])
-    fills = max(0, math.ceil((per_key - p["max_tokens"]) / min(p["tokens_per_fill"], p["max_tokens"])))
-    expected_s = max(fills * p["fill_interval"], n / p["attacker_rps"])
-    assert m["rate_limit"]["extraction_time_h"] * 3600 == pytest.approx(expected_s)
-    assert m["baseline"]["extraction_time_h"] * 3600 == pytest.approx(n / p["attacker_rps"])
+    assert m["rate_limit"]["extraction_time_h"] > 10 * m["baseline"]["extraction_time_h"]
     # 1M queries at 100 per minute on one key: 9999 refills of a minute
     assert m["pattern"]["million_queries_time_h"] == pytest.approx(9_999 * 60 / 3600)
-    assert m["comparison"]["rate_limit_time_slowdown_x"] == pytest.approx(
-        m["rate_limit"]["extraction_time_h"] / m["baseline"]["extraction_time_h"])
 
 
 def test_validator_measurements(default):
@@ -77,13 +74,38 @@ def test_validator_measurements(default):
     assert m["false_positive_pct"] < 5  # calibrated at 1% on held-out training digits
     assert default.metrics["validator"]["adversarial_detection_pct"] == m["adversarial_detection_pct"]
     assert default.metrics["baseline"]["adversarial_detection_pct"] == 0.0
-    # what gets through: fooled and not flagged, never more than without the validator
     assert m["adversarial_success_pct"] <= default.metrics["baseline"]["adversarial_success_pct"]
+
+
+def test_detection_verdict_reads_the_wilson_interval(default):
+    """The detection claim is decided by the recorded interval, not the point: straddling 90 is inconclusive."""
     lo, hi = default.intervals["pattern"]["adversarial_detection_pct"]
-    assert lo <= m["adversarial_detection_pct"] <= hi
+    v = default.metrics["pattern"]["adversarial_detection_pct"]
+    assert lo < v < hi and hi - lo > 3  # a few hundred fooling images: several points wide
+    claim = next(c for c in LAB.question.claims if c.id == "q15.detection")
+    verdict = next(c for c in default.claims if c.id == "q15.detection").verdict
+    assert verdict == ("holds" if lo > 90 else "fails" if hi <= 90 else "inconclusive")
+    # the issue's case: 90.7% with 95% interval 88-93 against ">90%"
+    straddle = point_verdict(claim, {"pattern": {"adversarial_detection_pct": 90.7}},
+                             {"pattern": {"adversarial_detection_pct": (88.0, 93.0)}})
+    assert straddle.verdict == "inconclusive"
 
 
-def test_rate_limit_and_traffic_settings_recompute_nothing():
+def test_budget_exhausted_by_both_arms_is_not_measured_never_a_defence_win():
+    """Noise images: no copy, open or defended, gets there within the budget (the old lab called it a win)."""
+    r = LAB.run(0, attacker_data="synthetic", max_queries=100_000)
+    m, reasons = r.metrics, r.reasons
+    assert m["baseline"]["extraction_reached"] == 0.0 and m["pattern"]["extraction_reached"] == 0.0
+    assert math.isnan(m["pattern"]["extraction_queries"])
+    assert "not reached within 100,000 queries" in reasons["pattern"]["extraction_queries"]
+    assert "undefended copy does not reach" in reasons["pattern"]["extraction_queries"]
+    assert math.isnan(m["comparison"]["extraction_slowdown_x"])
+    verdicts = {c.id: c.verdict for c in r.claims}
+    assert verdicts["q15.queries_defended"] == "not_measured"
+    assert verdicts["q15.queries_undefended"] == "not_measured"
+
+
+def test_rate_limit_and_traffic_settings_recompute_nothing(default):
     r = LAB.run(0, max_tokens=10, tokens_per_fill=1, fill_interval=1.0, attacker_keys=7,
                 honest_rate_per_min=120.0, attacker_rps=5.0)
     assert r.extras["computed"] == []
@@ -100,8 +122,7 @@ def test_more_keys_means_less_time(default):
 
 
 def test_zero_noise_makes_the_noise_arm_the_open_api():
-    r = LAB.run(0, noise_scale=0.0)
-    m = r.metrics
+    m = LAB.run(0, noise_scale=0.0).metrics
     assert m["noise"]["extraction_queries"] == m["baseline"]["extraction_queries"]
     assert m["noise"]["utility_loss_pct"] == 0.0
     assert m["noise"]["ece_pct"] == m["baseline"]["ece_pct"]
@@ -113,43 +134,59 @@ def test_more_noise_costs_more_utility(default):
     assert loud.metrics["noise"]["brier"] > default.metrics["noise"]["brier"]
 
 
-def test_threshold_reports_budget_plus_one_when_never_reached():
-    curve = {"queries": [10, 100, 1000], "accuracy": [0.2, 0.5, 0.7], "fidelity": [0.2, 0.5, 0.7], "n_eval": 450}
-    value, reached, (lo, hi) = _threshold(curve, "accuracy", 0.8, 1000)
-    assert value == 1001 and not reached and hi == 1001
-    curve["accuracy"] = [0.2, 0.79, 0.95]
-    value, reached, (lo, hi) = _threshold(curve, "accuracy", 0.8, 1000)
-    assert reached and 100 < value < 1000 and lo <= value <= hi
-
-
-def test_bad_choices_are_refused_with_the_parameter_named():
+def test_bad_settings_are_refused_with_the_parameter_named():
     with pytest.raises(ParamError, match="fill_interval"):
         LAB.run(0, fill_interval=0.01)  # below Envoy's 50 ms minimum
     with pytest.raises(ParamError, match="victim"):
         LAB.run(0, victim="resnet")
+    with pytest.raises(ParamError, match="^parameter tokens_per_fill: 500 is not allowed with max_tokens=100"):
+        LAB.run(0, tokens_per_fill=500)  # a rule, refused before any training
 
 
-def test_token_bucket_in_the_lab_is_envoys(default):
-    p = default.params
-    b = TokenBucket(p["max_tokens"], p["tokens_per_fill"], p["fill_interval"])
-    assert b.sustained_rate_per_s * 60 == pytest.approx(100.0)  # the seed's 50-100 queries/min per user
+def test_the_largest_seed_runs():
+    r = LAB.run(seed=2**32 - 1, victim="logreg", max_queries=100_000)
+    assert r.metrics["baseline"]["extraction_reached"] == 1.0
 
 
-def test_threshold_band_widens_with_the_replicates_spread():
-    curve = {"queries": [10, 100, 1000], "accuracy": [0.2, 0.79, 0.95], "fidelity": [0.2, 0.79, 0.95],
-             "n_eval": 450}
-    _, _, (lo0, hi0) = _threshold(curve, "accuracy", 0.8, 1000)
-    curve.update(replicates=8, accuracy_sd=[0.0, 0.1, 0.1])
-    value, _, (lo, hi) = _threshold(curve, "accuracy", 0.8, 1000)
-    assert lo < lo0 and hi >= hi0 and lo <= value <= hi
+def _valid_settings():
+    """Every choice, bool and a numeric draw for every other parameter; curves capped at 100k queries."""
+    fields = {}
+    for p in LAB.params:
+        if p.choices is not None:
+            fields[p.name] = st.sampled_from(p.choices)
+        elif p.kind is bool:
+            fields[p.name] = st.booleans()
+        elif p.name == "max_queries":
+            fields[p.name] = st.just(100_000)
+        elif p.kind is int:
+            fields[p.name] = st.integers(p.low, p.high)
+        else:
+            fields[p.name] = st.floats(p.low, p.high, allow_nan=False, allow_infinity=False)
+    return st.fixed_dictionaries(fields)
+
+
+@settings(max_examples=6, deadline=None, derandomize=True, database=None,
+          suppress_health_check=list(HealthCheck))
+@given(_valid_settings())
+def test_any_valid_setting_runs_with_every_metric_finite_or_explained(values):
+    try:
+        r = LAB.run(0, **values)
+    except ParamError as e:
+        text = str(e)
+        assert "\n" not in text and text.startswith("parameter ")
+        assert any(f"parameter {p.name}:" in text for p in LAB.params)
+        return
+    for arm, metrics in r.metrics.items():
+        for key, v in metrics.items():
+            assert math.isfinite(v) or r.reasons[arm].get(key), f"{arm}.{key} is {v} with no reason"
 
 
 _DUMP = "import json; from labs import get_lab; r = get_lab('q15').run(seed=0); print(json.dumps(r.metrics))"
 
 
 def test_a_fresh_build_and_a_cached_read_are_bit_identical(default, tmp_path):
-    """The session's cache was built by conftest in another call; a new process on an empty
-    cache computes everything again: same floats to the last bit."""
+    """A new process on an empty cache computes everything again: same floats to the last bit,
+    and a second process reading that new cache gets them too."""
     env = {**os.environ, "ARCHLAB_CACHE": str(tmp_path / "fresh")}
     out = subprocess.run([sys.executable, "-c", _DUMP], env=env, capture_output=True, text=True, check=True,
                          timeout=300)
@@ -157,4 +194,4 @@ def test_a_fresh_build_and_a_cached_read_are_bit_identical(default, tmp_path):
     assert fresh == json.dumps(default.metrics)
     again = subprocess.run([sys.executable, "-c", _DUMP], env=env, capture_output=True, text=True, check=True,
                            timeout=300)
-    assert again.stdout.strip() == fresh  # and a second process reading that new cache
+    assert again.stdout.strip() == fresh
