@@ -148,3 +148,9 @@ def _lock():
     with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
+
+
+if __name__ == "__main__":  # python -m sim.otel: measure again (no cache) and print per-span costs
+    import json
+
+    print(json.dumps(measure(), indent=1))
