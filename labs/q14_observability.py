@@ -38,6 +38,7 @@ NAMES = TREE.names
 UNINSTRUMENTED_ORDER = ("cache", "db", "vector_db", "feature_store", "auth", "ranker", "model")
 GRID_PCT = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
 K_TRACES = 2000  # sampled traces simulated on each side of the fault
+ARMS = ("baseline", "pattern", "comparison")
 
 
 class ObservabilityLab(Lab):
@@ -46,8 +47,7 @@ class ObservabilityLab(Lab):
     refine_param = "requests"
     arms = (Arm("baseline", "Logs only", "an engineer examines services' logs one by one in the search order"),
             Arm("pattern", "Sampled traces", "head-sampled traces name the service whose critical-path time or "
-                "error origins moved; the engineer confirms it"),
-            )
+                "error origins moved; the engineer confirms it"))
     assumptions = (
         "Services are infinite-server stations (sim.calltree): no queues, so span costs add latency but never "
         "queue; own work per call is lognormal with illustrative means (about 50 ms end to end).",
@@ -74,7 +74,7 @@ class ObservabilityLab(Lab):
               help="latency: affected calls take fault_delay_ms longer; error: they fail (errors propagate up)"),
         Param("fault_delay_ms", 50.0, 1.0, 10000.0, unit="ms", help="extra time per affected call (latency mode)"),
         Param("fault_fraction", 0.05, 0.001, 1.0, unit="fraction", key=True,
-              help="share of calls to the faulty service that are hit (0.05: intermittent; 0.25: one bad replica of 4)"),
+              help="share of calls to the faulty service hit (0.05 intermittent, 0.25 one bad replica of 4)"),
         Param("background_error_pct", 0.1, 0.0, 10.0, unit="%", help="chance that any call fails on its own"),
         Param("sampling_rate_pct", 1.0, 0.01, 100.0, unit="%", key=True, help="TraceIdRatioBased ratio x 100"),
         Param("uninstrumented_services", 0, 0, len(UNINSTRUMENTED_ORDER), unit="services", key=True,
@@ -87,7 +87,7 @@ class ObservabilityLab(Lab):
               help="in-request cost of one recorded span; 0 = measured here with the OpenTelemetry SDK (export_mode)"),
         Param("unsampled_span_cost_us", 0.0, 0.0, 1000.0, unit="us",
               help="cost of a non-recording span on an unsampled request; 0 = measured here"),
-        Param("baseline_window_min", 60.0, 1.0, 1440.0, unit="min", help="sampled traces before the fault used as baseline"),
+        Param("baseline_window_min", 60.0, 1.0, 1440.0, unit="min", help="sampled traces before the fault: baseline"),
         Param("diagnosis_window_min", 10.0, 1.0, 240.0, unit="min",
               help="traces must name a service within this time after the fault, else the log search follows"),
         Param("min_traces", 5, 1, 100, unit="traces", help="post-fault sampled traces needed before naming anyone"),
@@ -101,8 +101,8 @@ class ObservabilityLab(Lab):
         Param("fix_min", 10.0, 0.0, 480.0, unit="min", help="culprit known to service restored, the same in both arms"),
     )
     exercises = (
-        Exercise("Drop traffic to 1 req/s and sampling to 0.1%. When do the traces name the culprit, and what "
-                 "happens to the tracing arm's MTTR?", {"rate_rps": 1.0, "sampling_rate_pct": 0.1}, ("pattern", "mttr_min")),
+        Exercise("Drop traffic to 1 req/s and sampling to 0.1%. What happens to the tracing arm's MTTR?",
+                 {"rate_rps": 1.0, "sampling_rate_pct": 0.1}, ("pattern", "mttr_min")),
         Exercise("Leave four services uninstrumented (the faulty feature store among them). Which service do the "
                  "traces blame, and what does the detour cost?", {"uninstrumented_services": 4}, ("pattern", "mttr_min")),
         Exercise("Export spans synchronously to a collector 1 ms away. What does a traced request pay now?",
@@ -113,7 +113,7 @@ class ObservabilityLab(Lab):
         measure_span_costs()
 
     def simulate(self, seed: int, p) -> Outcome:
-        streams, culprit, m = Streams(seed), TREE.index[p.faulty_service], Measurements(self.arm_names + ("comparison",))
+        streams, culprit, m = Streams(seed), TREE.index[p.faulty_service], Measurements(ARMS)
         visible = np.array([s not in UNINSTRUMENTED_ORDER[: p.uninstrumented_services] for s in NAMES])
         costs, n, lam = measure_span_costs(), p.requests, p.rate_rps
         given = {"batch": p.span_cost_us, "simple": p.span_cost_us, "unsampled": p.unsampled_span_cost_us}
@@ -146,25 +146,20 @@ class ObservabilityLab(Lab):
         order = TREE.search_order(p.log_search, alerts, streams["search_order"])
         exams_logs = order.index(p.faulty_service) + 1
         window_s, look_s = p.diagnosis_window_min * 60.0, p.detect_min * 60.0
-        rows = [{"sampling_pct": pct, **_naming(det, post, prior, lam * pct / 100, p, window_s)}
-                for pct in sorted(set(GRID_PCT) | {p.sampling_rate_pct})]
-        grid = pd.DataFrame(rows)
+        grid = pd.DataFrame([{"sampling_pct": pct, **_naming(det, post, prior, lam * pct / 100, p)}
+                             for pct in sorted(set(GRID_PCT) | {p.sampling_rate_pct})])
         grid["sufficient"] = (grid.named == p.faulty_service) & (grid.minutes <= p.diagnosis_window_min)
 
         # the engineer at the configured rate: open the traces at the alert, wait until the window closes
         here = grid[grid.sampling_pct == p.sampling_rate_pct].iloc[0]
         trace_rate = lam * p.sampling_rate_pct / 100
-        arr = post["arrival"] / trace_rate
-        named, wait_min, review, exams_tr, k_seen = None, (window_s - look_s) / 60, 0.0, exams_logs, p.min_traces
-        if here.baseline_traces >= 2:
-            ok, arg = det.alarms(int(here.baseline_traces), p.z_threshold, p.min_traces)
-            lo = max(int(np.searchsorted(arr, look_s, side="right")), 1) - 1
-            hit = np.flatnonzero(ok[lo:int(np.searchsorted(arr, window_s, side="right"))])
-            if hit.size:
-                i = lo + int(hit[0])
-                named, wait_min, review = NAMES[arg[i]], max(arr[i] - look_s, 0.0) / 60, p.trace_review_min
-                k_seen = i + 1
-                exams_tr = 1 if named == p.faulty_service else TREE.detour(named, p.faulty_service, order)
+        seen = det.first_alarm(int(here.baseline_traces), p.z_threshold, p.min_traces, post["arrival"] / trace_rate,
+                               look_s, window_s) if here.baseline_traces >= 2 else None
+        named, wait_min, review, exams_tr = None, (window_s - look_s) / 60, 0.0, exams_logs
+        if seen:
+            named, review = NAMES[seen[1]], p.trace_review_min
+            wait_min = max(post["arrival"][seen[0] - 1] / trace_rate - look_s, 0.0) / 60
+            exams_tr = 1 if named == p.faulty_service else TREE.detour(named, p.faulty_service, order)
         log_min_tr = (exams_tr - (named == p.faulty_service)) * p.examine_min
         mttr = {"baseline": p.detect_min + exams_logs * p.examine_min + p.fix_min,
                 "pattern": p.detect_min + wait_min + review + log_min_tr + p.fix_min}
@@ -177,8 +172,7 @@ class ObservabilityLab(Lab):
             m.value(arm, "mttr_min", mttr[arm])
             m.value(arm, "diagnosis_min", mttr[arm] - p.detect_min - p.fix_min)
             m.value(arm, "services_examined", exams_logs if arm == "baseline" else exams_tr)
-        m.value("baseline", "trace_coverage_pct", 0.0)
-        m.value("pattern", "trace_coverage_pct", 100.0 * visible.mean())
+            m.value(arm, "trace_coverage_pct", 0.0 if arm == "baseline" else 100.0 * visible.mean())
         for key, v in (("trace_wait_min", wait_min), ("culprit_named", float(named == p.faulty_service)),
                        ("sampled_traces_per_min", trace_rate * 60), ("recorded_span_us", rec_us["median"]),
                        ("unsampled_span_us", us["unsampled"]["median"])):
@@ -200,12 +194,10 @@ class ObservabilityLab(Lab):
         m.ratio("comparison", "mttr_reduction_x", ("baseline", "mttr_min"), ("pattern", "mttr_min"))
         m.value("comparison", "diagnosis_saved_min", mttr["baseline"] - mttr["pattern"])
 
-        phases = [("baseline", "log search", exams_logs * p.examine_min), ("pattern", "waiting for traces", wait_min),
-                  ("pattern", "trace review", review), ("pattern", "log search", log_min_tr)]
-        series = {"sampling": grid, "mttr": pd.DataFrame(
-            [(a, "detection", p.detect_min) for a in ("baseline", "pattern")] + phases
-            + [(a, "fix", p.fix_min) for a in ("baseline", "pattern")], columns=["arm", "phase", "minutes"]),
-            "services": _service_table(det, int(here.baseline_traces), k_seen)}
+        phases = {"detection": (p.detect_min,) * 2, "waiting for traces": (0.0, wait_min), "trace review": (0.0, review),
+                  "log search": (exams_logs * p.examine_min, log_min_tr), "fix": (p.fix_min,) * 2}
+        series = {"sampling": grid, "mttr": pd.DataFrame(phases, index=ARMS[:2]),
+                  "services": _service_table(det, int(here.baseline_traces), seen[0] if seen else p.min_traces)}
         notes = [f"{n} requests at {lam:g} req/s ({n / lam:g} s), fault in {p.faulty_service} at mid-window. Logs "
                  f"({p.log_search}): {' > '.join(order[:exams_logs])}. Traces named "
                  + (f"{named}." if named else "nothing within the diagnosis window, so the log search followed."),
@@ -240,16 +232,14 @@ def _trace_stream(streams, prefix, p, culprit, visible, rec_us, faulty) -> dict:
     return {"run": run, "arrival": np.cumsum(streams[f"{prefix}.gaps"].exponential(1.0, K_TRACES))}
 
 
-def _naming(det, post, prior, trace_rate, p, window_s) -> dict:
+def _naming(det, post, prior, trace_rate, p) -> dict:
     """When and from how many post-fault traces the detector first names a service at this trace rate."""
     nb = int(np.searchsorted(prior["arrival"], trace_rate * p.baseline_window_min * 60, side="right"))
-    out = {"baseline_traces": nb, "traces": np.nan, "minutes": np.nan, "named": None}
-    if nb >= 2:
-        ok, arg = det.alarms(nb, p.z_threshold, p.min_traces)
-        if ok.any():
-            i = int(np.argmax(ok))
-            out.update(traces=float(i + 1), minutes=post["arrival"][i] / trace_rate / 60, named=NAMES[arg[i]])
-    return out
+    first = det.first_alarm(nb, p.z_threshold, p.min_traces) if nb >= 2 else None
+    if first is None:
+        return {"baseline_traces": nb, "traces": np.nan, "minutes": np.nan, "named": None}
+    return {"baseline_traces": nb, "traces": float(first[0]), "named": NAMES[first[1]],
+            "minutes": post["arrival"][first[0] - 1] / trace_rate / 60}
 
 
 def _why(row, p) -> str:
@@ -277,19 +267,11 @@ def _service_table(det, nb: int, k: int) -> pd.DataFrame:
 def _plot_mttr(result):
     from .plotting import figure
 
-    df, colours = result.series["mttr"], {"detection": "#95a5a6", "log search": "#c0392b", "fix": "#27ae60",
-                                          "waiting for traces": "#85c1e9", "trace review": "#2471a3"}
+    df = result.series["mttr"].rename(index={"baseline": "logs only", "pattern": "tracing"})
     fig, ax = figure("Time to restore: detection + diagnosis + fix (minutes)", size=(8, 2.8))
-    for y, arm in enumerate(("baseline", "pattern")):
-        rows = df[(df.arm == arm) & (df.minutes > 0)]
-        lefts = np.concatenate([[0.0], np.cumsum(rows.minutes)[:-1]])
-        ax.barh(y, rows.minutes, left=lefts, color=[colours[ph] for ph in rows.phase])
-        ax.text(rows.minutes.sum(), y, f"  {rows.minutes.sum():.0f} min", va="center", fontsize=9)
-    for phase, colour in colours.items():
-        ax.barh(0, 0, color=colour, label=phase)
-    ax.set_yticks([0, 1], ["logs only", "tracing"])
+    df.plot.barh(stacked=True, ax=ax, color=["#95a5a6", "#85c1e9", "#2471a3", "#c0392b", "#27ae60"])
     ax.axvline(15, color="k", ls=":", lw=1, label="15 min target")
-    ax.set(xlabel="minutes after the fault", ylim=(-0.6, 2.4))
+    ax.set(xlabel="minutes after the fault", ylabel="")
     ax.legend(fontsize=7, loc="upper right", ncol=6, frameon=False)
     return fig
 

@@ -215,6 +215,19 @@ class ShiftDetector:
         z = self.z(nb)
         return (z.max(axis=1) >= threshold) & (self.k[:, 0] >= min_k), z.argmax(axis=1)
 
+    def first_alarm(self, nb: int, threshold: float, min_k: int, times=None, start: float = -np.inf,
+                    end: float = np.inf) -> tuple[int, int] | None:
+        """(k, column) of the first alarm, or None. With ``times`` (arrival of each post row), only rows
+        in by ``end`` count, and a reader opening the analysis at ``start`` first sees the state after
+        the last row in by then (an earlier alarm that has faded since is not seen)."""
+        ok, arg = self.alarms(nb, threshold, min_k)
+        lo, hi = 0, ok.size
+        if times is not None:
+            lo = max(int(np.searchsorted(times, start, side="right")), 1) - 1
+            hi = int(np.searchsorted(times, end, side="right"))
+        hit = np.flatnonzero(ok[lo:hi])
+        return None if hit.size == 0 else (lo + int(hit[0]) + 1, int(arg[lo + hit[0]]))
+
 
 def rate_for_events(k: float, window_s: float, fraction: float = 1.0, prob: float = 0.95) -> float:
     """Poisson arrival rate at which a ``fraction``-thinned stream brings ``k`` events within
