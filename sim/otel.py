@@ -15,11 +15,12 @@ under a ``TracerProvider`` with ``ParentBased(TraceIdRatioBased(rate))`` (the SD
 
 The exporter is a ``SpanExporter`` that discards what it is given, so the figures are
 the SDK's own work; a real remote exporter adds its round trip to every span in
-``simple`` mode and nothing in the request path in ``batch`` mode. Each set-up is timed
-over ``rounds`` rounds of ``spans`` spans (about 0.5 s in all); the result is the median
-per span with a distribution-free 95% interval from the rounds' order statistics.
-Results are kept in the disk cache (``sim.cache``) keyed by the SDK version, the
-Python version and this file's bytes, so only the first run on a machine pays.
+``simple`` mode and nothing in the request path in ``batch`` mode. The three set-ups are
+timed in ``rounds`` interleaved rounds of ``spans`` spans (round k of each runs back to back, so
+a noisy moment on a shared machine hits them alike; about 1 s in all); the result is the median
+per span with a distribution-free 95% interval from the rounds' order statistics. Results are
+kept in the disk cache (``sim.cache``) keyed by the SDK and Python versions and this file's
+bytes, so only the first run on a machine pays; a file lock makes concurrent first runs agree.
 OpenTelemetry is imported only when a measurement runs.
 """
 from __future__ import annotations
