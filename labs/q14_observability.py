@@ -52,8 +52,7 @@ class ObservabilityLab(Lab):
         "Services are infinite-server stations (sim.calltree): no queues, so span costs add latency but never "
         "queue; own work per call is lognormal with illustrative means (about 50 ms end to end).",
         "Detection and the fix (detect_min, fix_min) are the same assumed constants in both arms; MTTR = "
-        "detection + diagnosis + fix.",
-        "The logs-only engineer is perfect: examine_min per service, the culprit recognised when examined.",
+        "detection + diagnosis + fix. The logs-only engineer is perfect: examine_min per service, culprit seen.",
         "A sampled request records every span (ParentBased); a traced call records its server span and one "
         "client span per instrumented callee; an uninstrumented leaf's time and errors show in its caller.",
         "Per-span costs are measured with the OpenTelemetry Python SDK on this machine (sim.otel: medians over "
@@ -70,8 +69,7 @@ class ObservabilityLab(Lab):
         request_budget(10000, 1000, 200000),
         arrival_rate(50.0, 0.01, 5000.0),
         Param("faulty_service", "feature_store", choices=NAMES, key=True, help="the service that goes bad"),
-        Param("fault_mode", "latency", choices=("latency", "error"),
-              help="latency: affected calls take fault_delay_ms longer; error: they fail (errors propagate up)"),
+        Param("fault_mode", "latency", choices=("latency", "error"), help="hit calls slow by fault_delay_ms, or fail"),
         Param("fault_delay_ms", 50.0, 1.0, 10000.0, unit="ms", help="extra time per affected call (latency mode)"),
         Param("fault_fraction", 0.05, 0.001, 1.0, unit="fraction", key=True,
               help="share of calls to the faulty service hit (0.05 intermittent, 0.25 one bad replica of 4)"),
@@ -81,15 +79,12 @@ class ObservabilityLab(Lab):
               help="services without spans, taken in order " + ", ".join(UNINSTRUMENTED_ORDER)),
         Param("export_mode", "batch", choices=("batch", "simple"), key=True,
               help="span processor: batch (queued, exported in the background) or simple (exported on span end)"),
-        Param("export_rtt_ms", 0.5, 0.0, 1000.0, unit="ms",
-              help="assumed round trip of one synchronous export to the collector (simple mode only)"),
+        Param("export_rtt_ms", 0.5, 0.0, 1000.0, unit="ms", help="assumed collector round trip per synchronous export"),
         Param("span_cost_us", 0.0, 0.0, 20000.0, unit="us",
               help="in-request cost of one recorded span; 0 = measured here with the OpenTelemetry SDK (export_mode)"),
-        Param("unsampled_span_cost_us", 0.0, 0.0, 1000.0, unit="us",
-              help="cost of a non-recording span on an unsampled request; 0 = measured here"),
+        Param("unsampled_span_cost_us", 0.0, 0.0, 1000.0, unit="us", help="per non-recording span; 0 = measured here"),
         Param("baseline_window_min", 60.0, 1.0, 1440.0, unit="min", help="sampled traces before the fault: baseline"),
-        Param("diagnosis_window_min", 10.0, 1.0, 240.0, unit="min",
-              help="traces must name a service within this time after the fault, else the log search follows"),
+        Param("diagnosis_window_min", 10.0, 1.0, 240.0, unit="min", help="traces must name one by then, else logs"),
         Param("min_traces", 5, 1, 100, unit="traces", help="post-fault sampled traces needed before naming anyone"),
         Param("z_threshold", 4.0, 1.0, 20.0, unit="sigma", help="z-score vs the baseline needed to name a service"),
         Param("log_search", "topology", choices=("topology", "alerts_top_down", "alerts_bottom_up", "random"),
@@ -104,7 +99,8 @@ class ObservabilityLab(Lab):
         Exercise("Drop traffic to 1 req/s and sampling to 0.1%. What happens to the tracing arm's MTTR?",
                  {"rate_rps": 1.0, "sampling_rate_pct": 0.1}, ("pattern", "mttr_min")),
         Exercise("Leave four services uninstrumented (the faulty feature store among them). Which service do the "
-                 "traces blame, and what does the detour cost?", {"uninstrumented_services": 4}, ("pattern", "mttr_min")),
+                 "traces blame, and what does the detour cost?", {"uninstrumented_services": 4},
+                 ("pattern", "mttr_min")),
         Exercise("Export spans synchronously to a collector 1 ms away. What does a traced request pay now?",
                  {"export_mode": "simple", "export_rtt_ms": 1.0}, ("comparison", "tracing_overhead_ms")),
     )
@@ -117,9 +113,9 @@ class ObservabilityLab(Lab):
         visible = np.array([s not in UNINSTRUMENTED_ORDER[: p.uninstrumented_services] for s in NAMES])
         costs, n, lam = measure_span_costs(), p.requests, p.rate_rps
         given = {"batch": p.span_cost_us, "simple": p.span_cost_us, "unsampled": p.unsampled_span_cost_us}
-        us = {mode: {b: given[mode] or costs[mode][f"{b}_us"] for b in ("median", "low", "high")} for mode in given}
-        for b in ("median", "low", "high"):
-            us["simple"][b] += 1e3 * p.export_rtt_ms
+        rtt = {"simple": 1e3 * p.export_rtt_ms}  # a synchronous export waits for the collector at every span end
+        us = {k: {b: (given[k] or costs[k][f"{b}_us"]) + rtt.get(k, 0.0) for b in ("median", "low", "high")}
+              for k in given}
         rec_us = us[p.export_mode]
 
         # traffic window: latency, overhead, and what the logs show
@@ -142,8 +138,7 @@ class ObservabilityLab(Lab):
         prior = _trace_stream(streams, "base", p, culprit, visible, rec_us["median"], False)
         det = ShiftDetector(*(s["run"].cp_self_seen if p.fault_mode == "latency" else s["run"].origin_seen
                               for s in (post, prior)), "mean" if p.fault_mode == "latency" else "count")
-        alerts = log_alerts(TREE, base, after)
-        order = TREE.search_order(p.log_search, alerts, streams["search_order"])
+        order = TREE.search_order(p.log_search, log_alerts(TREE, base, after), streams["search_order"])
         exams_logs = order.index(p.faulty_service) + 1
         window_s, look_s = p.diagnosis_window_min * 60.0, p.detect_min * 60.0
         grid = pd.DataFrame([{"sampling_pct": pct, **_naming(det, post, prior, lam * pct / 100, p)}
@@ -164,7 +159,6 @@ class ObservabilityLab(Lab):
         mttr = {"baseline": p.detect_min + exams_logs * p.examine_min + p.fix_min,
                 "pattern": p.detect_min + wait_min + review + log_min_tr + p.fix_min}
 
-        # measurements
         for arm, run in (("baseline", base), ("pattern", pat)):
             m.percentiles(arm, run.latency[~after])
             m.percentiles(arm, run.latency[after], (99,), key="p99_fault_ms")
@@ -194,7 +188,7 @@ class ObservabilityLab(Lab):
         m.ratio("comparison", "mttr_reduction_x", ("baseline", "mttr_min"), ("pattern", "mttr_min"))
         m.value("comparison", "diagnosis_saved_min", mttr["baseline"] - mttr["pattern"])
 
-        phases = {"detection": (p.detect_min,) * 2, "waiting for traces": (0.0, wait_min), "trace review": (0.0, review),
+        phases = {"detection": (p.detect_min,) * 2, "awaiting traces": (0.0, wait_min), "trace review": (0.0, review),
                   "log search": (exams_logs * p.examine_min, log_min_tr), "fix": (p.fix_min,) * 2}
         series = {"sampling": grid, "mttr": pd.DataFrame(phases, index=ARMS[:2]),
                   "services": _service_table(det, int(here.baseline_traces), seen[0] if seen else p.min_traces)}
@@ -204,8 +198,7 @@ class ObservabilityLab(Lab):
                  f"Measured per span (OpenTelemetry SDK {costs['sdk_version']}, this machine): batch "
                  f"{costs['batch']['median_us']:.3g} us, simple {costs['simple']['median_us']:.3g} us, unsampled "
                  f"{costs['unsampled']['median_us']:.3g} us; `python -m sim.otel` measures again."]
-        return Outcome(m, series, notes=notes, extras={"log_order": order, "named": named,
-                                                       "culprit": p.faulty_service, "visible": visible.tolist()})
+        return Outcome(m, series, notes=notes, extras={"log_order": order, "named": named, "culprit": p.faulty_service})
 
     def plots(self, result):
         return [_plot_mttr(result), _plot_sampling(result), _plot_services(result)]
@@ -251,15 +244,14 @@ def _why(row, p) -> str:
         return (f"no service reaches z >= {p.z_threshold:g} within {K_TRACES} post-fault traces {at} (the fault is "
                 "too small or too rare against the noise)")
     if row.named != p.faulty_service:
-        hidden = p.faulty_service in UNINSTRUMENTED_ORDER[: p.uninstrumented_services]
-        return f"the traces blame {row.named}" + (f", since {p.faulty_service} emits no spans" if hidden else "")
+        return f"the traces blame {row.named}" + (f", since {p.faulty_service} emits no spans" if p.faulty_service
+                                                  in UNINSTRUMENTED_ORDER[: p.uninstrumented_services] else "")
     return f"the {row.traces:g} traces needed take {row.minutes:.3g} min {at}, beyond the diagnosis window"
 
 
 def _service_table(det, nb: int, k: int) -> pd.DataFrame:
     """Per service: baseline vs post-fault mean of the detector's signal (ms, or % of traces), and z."""
-    nb_, k = max(nb, 2), min(k, K_TRACES)
-    scale = 1e3 if det.kind == "mean" else 100.0
+    nb_, k, scale = max(nb, 2), min(k, K_TRACES), 1e3 if det.kind == "mean" else 100.0
     return pd.DataFrame({"service": NAMES, "baseline": det.base_cum[nb_ - 1] / nb_ * scale,
                          "after": det.post_cum[k - 1] / k * scale, "z": det.z(nb_)[k - 1] if nb >= 2 else np.nan})
 
@@ -296,14 +288,12 @@ def _plot_sampling(result):
 def _plot_services(result):
     from .plotting import figure
 
-    df, x = result.series["services"], np.arange(len(NAMES))
     fig, ax = figure("What the sampled traces show per service, before and after the fault")
-    ax.bar(x - 0.2, df.baseline, 0.4, color="0.6", label="baseline window")
-    ax.bar(x + 0.2, df.after, 0.4, color="#2471a3", label="after the fault")
-    ax.set_xticks(x, df.service, rotation=30, ha="right", fontsize=8)
+    df = result.series["services"].set_index("service")[["baseline", "after"]]
+    df.plot.bar(ax=ax, color=["0.6", "#2471a3"], rot=30)
     ax.get_xticklabels()[NAMES.index(result.extras["culprit"])].set_color("#c0392b")
-    ax.set_ylabel("critical-path self time (ms)" if result.params["fault_mode"] == "latency" else "error origins (%)")
-    ax.legend(fontsize=8)
+    ax.set(xlabel="", ylabel="critical-path self time (ms)" if result.params["fault_mode"] == "latency"
+           else "error origins (% of traces)")
     return fig
 
 
