@@ -161,6 +161,35 @@ class CallTree:
             name = self.parent[name]
         return p
 
+    def search_order(self, mode: str, alerts: dict[str, bool], rng: np.random.Generator | None = None) -> list[str]:
+        """The order in which someone without traces examines services: ``topology`` (breadth-first
+        from the root), ``alerts_top_down`` / ``alerts_bottom_up`` (alerting services first, from the
+        root or deepest first: symptoms propagate upwards; ties keep breadth-first order, then the rest
+        breadth-first) or ``random`` (a permutation drawn from ``rng``)."""
+        bfs = self.breadth_first()
+        if mode == "topology":
+            return bfs
+        if mode == "random":
+            return [bfs[i] for i in (rng or np.random.default_rng()).permutation(len(bfs))]
+        if mode not in ("alerts_top_down", "alerts_bottom_up"):
+            raise ValueError(f"unknown search order {mode!r}")
+        firing = [s for s in bfs if alerts[s]]
+        if mode == "alerts_bottom_up":
+            firing = sorted(firing, key=lambda s: -self.depth(s))  # stable sort
+        return firing + [s for s in bfs if not alerts[s]]
+
+    def detour(self, named: str, culprit: str, order: list[str]) -> int:
+        """Services examined to reach ``culprit`` when pointed at ``named``: it and its subtree
+        breadth-first, then the rest in ``order``."""
+        path = self.breadth_first(named)
+        return (path + [s for s in order if s not in path]).index(culprit) + 1
+
+    def spans_per_call(self, called: np.ndarray, visible: np.ndarray) -> np.ndarray:
+        """Spans each call records: its server span plus one client span per call to an instrumented
+        callee (0 for calls not made and for uninstrumented services)."""
+        visible = np.asarray(visible, dtype=bool)
+        return np.where(visible[None, :] & called, 1 + self.client_calls(called, visible), 0)
+
     # ------------------------------------------------------------ simulation
     def calls(self, u: np.ndarray) -> np.ndarray:
         """Which services each request calls, from uniforms ``u`` of shape (n, S)."""
@@ -274,3 +303,22 @@ class CallTree:
                 if visible[j]:
                     origin_seen[k] &= ~failed[j]
         return TreeRun(called, start.T, dur.T, own_t.T, failed.T, origin_seen.T, cp_self.T, cp_seen.T, r)
+
+
+def log_alerts(tree: CallTree, run: TreeRun, after: np.ndarray, p99_ratio: float = 1.5,
+               error_pct: float = 1.0) -> dict[str, bool]:
+    """Per service, whether its own logged calls alert after a change at ``after`` (requests, bool):
+    the P99 of its call durations is at least ``p99_ratio`` x the P99 before, or its error rate is at
+    least ``error_pct`` % and at least double the rate before. No calls on either side: no alert."""
+    out = {}
+    for name in tree.names:
+        k = tree.index[name]
+        pre, post = run.called[~after, k], run.called[after, k]
+        if not pre.any() or not post.any():
+            out[name] = False
+            continue
+        d, f = run.duration[:, k], run.failed[:, k]
+        slow = np.percentile(d[after][post], 99) >= p99_ratio * np.percentile(d[~after][pre], 99)
+        e_pre, e_post = f[~after][pre].mean(), f[after][post].mean()
+        out[name] = bool(slow or (100.0 * e_post >= error_pct and e_post >= 2.0 * e_pre))
+    return out

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+from scipy.stats import gamma  # at import, not inside a lab's timed run
 
 TRACE_ID_LIMIT = (1 << 64) - 1
 
@@ -165,3 +166,84 @@ def by_service(self_time: Mapping[str, float], service_of: Mapping[str, str],
     for span_id, t in self_time.items():
         out[service_of[span_id]] += t
     return out
+
+
+# ---------------------------------------------------------------- naming a culprit from sampled traces
+class ShiftDetector:
+    """Running z-scores of the first k post-change observations against a baseline, per column.
+
+    ``post`` (K, S) and ``base`` (B, S) hold one row per sampled trace, one column per service.
+    ``kind="mean"`` (a continuous signal such as critical-path self time): with the mean m and
+    sample variance v of the first nb baseline rows (v floored at (rel_floor m)^2 and 1e-10, so a
+    constant baseline does not make every wobble infinite), z = (mean_k - m) / sqrt(v (1/k + 1/nb)),
+    Welch's statistic with the baseline variance for both sides. ``kind="count"`` (0/1 events such
+    as "the error originates here"): with the Laplace rate q = (count + 1) / (nb + 2), z = (O_k - k q)
+    / sqrt(k q (1 - q) + 1), the +1 keeping one stray event from reaching a high threshold.
+    """
+
+    def __init__(self, post: np.ndarray, base: np.ndarray, kind: str = "mean", rel_floor: float = 0.05):
+        if kind not in ("mean", "count"):
+            raise ValueError(f"kind must be 'mean' or 'count', got {kind!r}")
+        post, base = np.asarray(post, dtype=float), np.asarray(base, dtype=float)
+        self.kind, self.rel_floor = kind, rel_floor
+        self.k = np.arange(1, post.shape[0] + 1)[:, None]
+        self.post_cum = np.cumsum(post, axis=0)
+        self.base_cum, self.base_cum2 = np.cumsum(base, axis=0), np.cumsum(base * base, axis=0)
+        self._z: dict[int, np.ndarray] = {}
+
+    @property
+    def baseline_size(self) -> int:
+        return self.base_cum.shape[0]
+
+    def z(self, nb: int) -> np.ndarray:
+        """z-scores (K, S): row k-1 compares the first k post rows with the first ``nb`` (>= 2) baseline rows."""
+        if not 2 <= nb <= self.baseline_size:
+            raise ValueError(f"need 2 to {self.baseline_size} baseline rows, got {nb}")
+        if nb not in self._z:
+            k, total = self.k, self.base_cum[nb - 1]
+            if self.kind == "mean":
+                mean = total / nb
+                var = (self.base_cum2[nb - 1] - nb * mean**2) / (nb - 1)
+                var = np.maximum(var, np.maximum((self.rel_floor * mean) ** 2, 1e-10))
+                self._z[nb] = (self.post_cum / k - mean) / np.sqrt(var * (1.0 / k + 1.0 / nb))
+            else:
+                q = (total + 1.0) / (nb + 2.0)
+                self._z[nb] = (self.post_cum - k * q) / np.sqrt(k * q * (1 - q) + 1.0)
+        return self._z[nb]
+
+    def alarms(self, nb: int, threshold: float, min_k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per k: whether the largest z reaches ``threshold`` with k >= ``min_k``, and which column it is."""
+        z = self.z(nb)
+        return (z.max(axis=1) >= threshold) & (self.k[:, 0] >= min_k), z.argmax(axis=1)
+
+    def first_alarm(self, nb: int, threshold: float, min_k: int, times=None, start: float = -np.inf,
+                    end: float = np.inf) -> tuple[int, int] | None:
+        """(k, column) of the first alarm, or None. With ``times`` (arrival of each post row), only rows
+        in by ``end`` count, and a reader opening the analysis at ``start`` first sees the state after
+        the last row in by then (an earlier alarm that has faded since is not seen)."""
+        ok, arg = self.alarms(nb, threshold, min_k)
+        lo, hi = 0, ok.size
+        if times is not None:
+            lo = max(int(np.searchsorted(times, start, side="right")), 1) - 1
+            hi = int(np.searchsorted(times, end, side="right"))
+        hit = np.flatnonzero(ok[lo:hi])
+        return None if hit.size == 0 else (lo + int(hit[0]) + 1, int(arg[lo + hit[0]]))
+
+
+def rate_for_events(k: float, window_s: float, fraction: float = 1.0, prob: float = 0.95) -> float:
+    """Poisson arrival rate at which a ``fraction``-thinned stream brings ``k`` events within
+    ``window_s`` with probability ``prob``: the k-th arrival of a unit-rate stream is Gamma(k, 1),
+    so rate = Gamma(k).ppf(prob) / (fraction x window_s). NaN when k is not a positive number."""
+    if not (k > 0 and window_s > 0 and fraction > 0):
+        return float("nan")
+    return float(gamma.ppf(prob, k) / (fraction * window_s))
+
+
+def lowest_sufficient(values, ok) -> float:
+    """The smallest of ``values`` from which every larger value is ``ok`` (NaN if the largest is not)."""
+    order = np.argsort(values)
+    v, good = np.asarray(values, dtype=float)[order], np.asarray(ok, dtype=bool)[order]
+    if v.size == 0 or not good[-1]:
+        return float("nan")
+    bad = np.flatnonzero(~good)
+    return float(v[bad[-1] + 1] if bad.size else v[0])

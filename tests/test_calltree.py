@@ -142,3 +142,56 @@ def test_client_calls_count_only_visible_children():
     vis = np.array([n not in ("e", "d") for n in TREE.names])
     cc = TREE.client_calls(called, vis)[0]
     assert cc[TREE.index["gw"]] == 3 and cc[TREE.index["b"]] == 1 and cc[TREE.index["c"]] == 2
+
+
+# ---------------------------------------------------------------- spans, search orders and log alerts
+from sim.calltree import TreeRun, log_alerts  # noqa: E402
+
+
+def test_spans_per_call_by_hand():
+    own, called, _ = _random(300, seed=7)
+    visible = np.array([n not in ("e", "h") for n in TREE.names])
+    got = TREE.spans_per_call(called, visible)
+    for i in range(300):
+        for name in TREE.names:
+            k = TREE.index[name]
+            want = 0
+            if visible[k] and called[i, k]:
+                want = 1 + sum(1 for c in TREE.services[name].children if visible[TREE.index[c]] and called[i, TREE.index[c]])
+            assert got[i, k] == want
+
+
+def test_search_orders():
+    alerts = {n: n in ("gw", "b", "h") for n in TREE.names}
+    assert TREE.search_order("topology", alerts) == TREE.breadth_first()
+    assert TREE.search_order("alerts_top_down", alerts)[:3] == ["gw", "b", "h"]
+    assert TREE.search_order("alerts_bottom_up", alerts) == ["h", "b", "gw", "a", "c", "d", "e", "f", "g"]
+    rnd = TREE.search_order("random", alerts, np.random.default_rng(0))
+    assert sorted(rnd) == sorted(TREE.names) and rnd != TREE.breadth_first()
+    with pytest.raises(ValueError):
+        TREE.search_order("psychic", alerts)
+
+
+def test_detour_goes_through_the_named_subtree_first():
+    order = TREE.breadth_first()
+    assert TREE.detour("c", "h", order) == 3  # c, g, h
+    assert TREE.detour("c", "a", order) == 5  # c, g, h, then gw, a from the order
+    assert TREE.detour("h", "h", order) == 1
+
+
+def test_log_alerts_on_slow_and_failing_services():
+    n, S = 2000, len(TREE)
+    rng = np.random.default_rng(8)
+    after = np.arange(n) >= n // 2
+    called = np.ones((n, S), bool)
+    dur = rng.uniform(1.0, 2.0, (n, S))
+    failed = np.zeros((n, S), bool)
+    dur[after, TREE.index["b"]] *= 1.6  # P99 up 1.6x: alerts (threshold 1.5x)
+    dur[after, TREE.index["c"]] *= 1.4  # up 1.4x: does not
+    failed[after, TREE.index["d"]] = rng.random(n // 2) < 0.05  # 0% -> 5% errors: alerts
+    failed[:, TREE.index["e"]] = rng.random(n) < 0.05  # 5% throughout: not doubled
+    called[:, TREE.index["f"]] = after  # never called before: no alert
+    z = np.zeros((n, S))
+    run = TreeRun(called, z, dur, z, failed, failed, z, z, 0)
+    alerts = log_alerts(TREE, run, after)
+    assert {k for k, v in alerts.items() if v} == {"b", "d"}

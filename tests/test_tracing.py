@@ -104,3 +104,81 @@ def test_overflowing_children_are_clipped_or_dropped():
 def test_one_root_required():
     with pytest.raises(ValueError, match="root"):
         critical_path([Span("A", None, 0, 1), Span("B", None, 0, 1)])
+
+
+# ---------------------------------------------------------------- naming a culprit: ShiftDetector and friends
+from scipy import stats  # noqa: E402
+
+from sim.tracing import ShiftDetector, lowest_sufficient, rate_for_events  # noqa: E402
+
+
+def test_mean_z_matches_a_direct_computation():
+    rng = np.random.default_rng(4)
+    base, post = rng.normal(10, 2, (50, 3)), rng.normal(10, 2, (30, 3))
+    post[:, 1] += 3.0
+    det = ShiftDetector(post, base, "mean")
+    for nb in (2, 7, 50):
+        for k in (1, 5, 30):
+            m, v = base[:nb].mean(axis=0), base[:nb].var(axis=0, ddof=1)
+            want = (post[:k].mean(axis=0) - m) / np.sqrt(v * (1 / k + 1 / nb))
+            assert det.z(nb)[k - 1] == pytest.approx(want)
+    ok, arg = det.alarms(50, 4.0, 5)
+    assert arg[-1] == 1 and ok[-1] and not ok[:4].any()  # the shifted column, and never before min_k
+
+
+def test_variance_floor_keeps_a_constant_baseline_finite():
+    det = ShiftDetector(np.full((4, 1), 1.1), np.ones((10, 1)), "mean")
+    # floor (0.05 * 1)^2: z = 0.1 / sqrt(0.0025 * (1/k + 1/10))
+    assert det.z(10)[3, 0] == pytest.approx(0.1 / np.sqrt(0.0025 * (1 / 4 + 1 / 10)))
+
+
+def test_count_z_matches_the_laplace_formula():
+    base = np.zeros((100, 2))
+    base[:3, 0] = 1  # 3 events in 100 baseline traces
+    post = np.zeros((20, 2))
+    post[::2, 0] = 1
+    det = ShiftDetector(post, base, "count")
+    q = 4 / 102
+    for k in (1, 10, 20):
+        o = post[:k, 0].sum()
+        assert det.z(100)[k - 1, 0] == pytest.approx((o - k * q) / np.sqrt(k * q * (1 - q) + 1))
+    with pytest.raises(ValueError):
+        det.z(1)
+
+
+def test_first_alarm_matches_a_loop():
+    rng = np.random.default_rng(5)
+    base, post = rng.normal(0, 1, (40, 4)), rng.normal(0, 1, (200, 4))
+    post[:, 2] += np.linspace(0, 2, 200)  # a slowly growing shift
+    det = ShiftDetector(post, base, "mean")
+    times = np.cumsum(rng.exponential(1.0, 200))
+    ok, arg = det.alarms(40, 3.0, 5)
+    for start, end in ((0.0, np.inf), (30.0, 120.0), (150.0, 400.0), (0.0, 3.0)):
+        want = None
+        first_in = max(int(np.sum(times <= start)), 1)  # the reader first sees this many traces
+        for k in range(first_in, int(np.sum(times <= end)) + 1):
+            if ok[k - 1]:
+                want = (k, int(arg[k - 1]))
+                break
+        assert det.first_alarm(40, 3.0, 5, times, start, end) == want
+    assert det.first_alarm(40, 3.0, 5) == ((int(np.argmax(ok)) + 1, int(arg[np.argmax(ok)])) if ok.any() else None)
+
+
+def test_rate_for_events_is_the_poisson_quantile():
+    for k, window, f, prob in ((1, 60.0, 1.0, 0.95), (5, 600.0, 0.01, 0.95), (40, 30.0, 0.2, 0.5)):
+        rate = rate_for_events(k, window, f, prob)
+        # P(at least k events in the window) = prob at exactly that rate
+        assert stats.poisson.sf(k - 1, rate * f * window) == pytest.approx(prob)
+    assert rate_for_events(1, 10.0) == pytest.approx(-np.log(0.05) / 10)  # first arrival: exponential
+    assert np.isnan(rate_for_events(np.nan, 10.0))
+
+
+def test_lowest_sufficient_by_brute_force():
+    rng = np.random.default_rng(6)
+    for _ in range(200):
+        values = rng.permutation(np.arange(1.0, 9.0))
+        ok = rng.random(8) < 0.7
+        good = [v for v in values if all(o for w, o in zip(values, ok) if w >= v)]
+        want = min(good) if good else np.nan
+        got = lowest_sufficient(values, ok)
+        assert (np.isnan(want) and np.isnan(got)) or got == want
