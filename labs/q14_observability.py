@@ -7,7 +7,8 @@ services one after another in a search order. Tracing: head-sampled traces
 (``ParentBased(TraceIdRatioBased)``) are compared with a baseline window by running z-scores
 (``sim.tracing.ShiftDetector``) on critical-path self time or error origins. The sampled traces
 arrive as a thinned Poisson stream, so the k-th one is the same request at every rate. The
-per-span cost is measured with the OpenTelemetry Python SDK on this machine (``sim.otel``).
+per-span cost is measured with the OpenTelemetry Python SDK (``sim.otel``): a committed reference
+measurement by default, or timed on this machine.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pandas as pd
 from sim.calltree import Call, CallTree, Service, log_alerts
 from sim.components import poisson_arrivals
 from sim.dist import Lognormal
-from sim.otel import measure_span_costs
+from sim.otel import measure_span_costs, reference_span_costs
 from sim.rng import Streams
 from sim.tracing import ShiftDetector, TraceIdRatioBased, lowest_sufficient, random_trace_ids, rate_for_events
 
@@ -55,8 +56,9 @@ class ObservabilityLab(Lab):
         "detection + diagnosis + fix. The logs-only engineer is perfect: examine_min per service, culprit seen.",
         "A sampled request records every span (ParentBased); a traced call records its server span and one "
         "client span per instrumented callee; an uninstrumented leaf's time and errors show in its caller.",
-        "Per-span costs are measured with the OpenTelemetry Python SDK on this machine (sim.otel: medians over "
-        "interleaved rounds, discarding exporter) unless span_cost_us / unsampled_span_cost_us override them.",
+        "Per-span costs are measured with the OpenTelemetry Python SDK (sim.otel: medians over interleaved rounds, "
+        "discarding exporter): the committed reference or this machine (span_costs), unless span_cost_us / "
+        "unsampled_span_cost_us override them.",
         "Synchronous export (SimpleSpanProcessor) blocks every span end for export_rtt_ms, an assumed round "
         "trip to a collector; batch export runs off the request path.",
         f"At most {K_TRACES} sampled traces are simulated on each side of the fault; the k-th post-fault one is "
@@ -80,9 +82,11 @@ class ObservabilityLab(Lab):
         Param("export_mode", "batch", choices=("batch", "simple"), key=True,
               help="span processor: batch (queued, exported in the background) or simple (exported on span end)"),
         Param("export_rtt_ms", 0.5, 0.0, 1000.0, unit="ms", help="assumed collector round trip per synchronous export"),
+        Param("span_costs", "reference", choices=("reference", "this_machine"),
+              help="OpenTelemetry SDK span costs: the committed measurement (data/profiles/otel_spans.json) or timed now"),
         Param("span_cost_us", 0.0, 0.0, 20000.0, unit="us",
-              help="in-request cost of one recorded span; 0 = measured here with the OpenTelemetry SDK (export_mode)"),
-        Param("unsampled_span_cost_us", 0.0, 0.0, 1000.0, unit="us", help="per non-recording span; 0 = measured here"),
+              help="in-request cost of one recorded span; 0 = the measured SDK cost for export_mode"),
+        Param("unsampled_span_cost_us", 0.0, 0.0, 1000.0, unit="us", help="per non-recording span; 0 = measured"),
         Param("baseline_window_min", 60.0, 1.0, 1440.0, unit="min", help="sampled traces before the fault: baseline"),
         Param("diagnosis_window_min", 10.0, 1.0, 240.0, unit="min", help="traces must name one by then, else logs"),
         Param("min_traces", 5, 1, 100, unit="traces", help="post-fault sampled traces needed before naming anyone"),
@@ -105,13 +109,11 @@ class ObservabilityLab(Lab):
                  {"export_mode": "simple", "export_rtt_ms": 1.0}, ("comparison", "tracing_overhead_ms")),
     )
 
-    def prepare(self, seed: int = 0) -> None:
-        measure_span_costs()
-
     def simulate(self, seed: int, p) -> Outcome:
         streams, culprit, m = Streams(seed), TREE.index[p.faulty_service], Measurements(ARMS)
         visible = np.array([s not in UNINSTRUMENTED_ORDER[: p.uninstrumented_services] for s in NAMES])
-        costs, n, lam = measure_span_costs(), p.requests, p.rate_rps
+        costs = reference_span_costs() if p.span_costs == "reference" else measure_span_costs()
+        n, lam = p.requests, p.rate_rps
         given = {"batch": p.span_cost_us, "simple": p.span_cost_us, "unsampled": p.unsampled_span_cost_us}
         rtt = {"simple": 1e3 * p.export_rtt_ms}  # a synchronous export waits for the collector at every span end
         us = {k: {b: (given[k] or costs[k][f"{b}_us"]) + rtt.get(k, 0.0) for b in ("median", "low", "high")}
@@ -166,7 +168,9 @@ class ObservabilityLab(Lab):
             m.value(arm, "mttr_min", mttr[arm])
             m.value(arm, "diagnosis_min", mttr[arm] - p.detect_min - p.fix_min)
             m.value(arm, "services_examined", exams_logs if arm == "baseline" else exams_tr)
-            m.value(arm, "trace_coverage_pct", 0.0 if arm == "baseline" else 100.0 * visible.mean())
+        complete = ~(called & ~visible[None, :]).any(axis=1)  # every service the request touched emitted spans
+        m.share("pattern", "trace_coverage_pct", complete.sum(), n)
+        m.missing("baseline", "trace_coverage_pct", "the logs-only arm records no traces")
         for key, v in (("trace_wait_min", wait_min), ("culprit_named", float(named == p.faulty_service)),
                        ("sampled_traces_per_min", trace_rate * 60), ("recorded_span_us", rec_us["median"]),
                        ("unsampled_span_us", us["unsampled"]["median"])):
@@ -195,7 +199,9 @@ class ObservabilityLab(Lab):
         notes = [f"{n} requests at {lam:g} req/s ({n / lam:g} s), fault in {p.faulty_service} at mid-window. Logs "
                  f"({p.log_search}): {' > '.join(order[:exams_logs])}. Traces named "
                  + (f"{named}." if named else "nothing within the diagnosis window, so the log search followed."),
-                 f"Measured per span (OpenTelemetry SDK {costs['sdk_version']}, this machine): batch "
+                 f"Measured per span (OpenTelemetry SDK {costs['sdk_version']}, "
+                 f"{'reference: ' + costs['provenance']['cpu'] if p.span_costs == 'reference' else 'this machine'}"
+                 f"): batch "
                  f"{costs['batch']['median_us']:.3g} us, simple {costs['simple']['median_us']:.3g} us, unsampled "
                  f"{costs['unsampled']['median_us']:.3g} us; `python -m sim.otel` measures again."]
         return Outcome(m, series, notes=notes, extras={"log_order": order, "named": named, "culprit": p.faulty_service})

@@ -28,9 +28,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import json
+import os
 import platform
 import time
 from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 
@@ -151,7 +154,28 @@ def _lock():
         yield
 
 
-if __name__ == "__main__":  # python -m sim.otel: measure again (no cache) and print per-span costs
-    import json
+REFERENCE = Path(__file__).resolve().parent.parent / "data" / "profiles" / "otel_spans.json"
 
-    print(json.dumps(measure(), indent=1))
+
+@functools.lru_cache(maxsize=1)
+def reference_span_costs() -> dict:
+    """The committed measurement (``data/profiles/otel_spans.json``, with its provenance): every machine
+    reads the same numbers; ``measure_span_costs`` gives this machine's own."""
+    return json.loads(REFERENCE.read_text(encoding="utf-8"))
+
+
+def _provenance() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    return {"cpu": cpu, "machine": platform.machine(), "python": platform.python_version(),
+            "sdk_version": sdk_version(), "loadavg_1m": os.getloadavg()[0],
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "generated_by": "python -m sim.otel --write"}
+
+
+if __name__ == "__main__":  # python -m sim.otel [--write]: measure again (no cache); --write stores the reference
+    import sys
+
+    got = {**measure(rounds=15), "provenance": _provenance()}
+    if "--write" in sys.argv:
+        REFERENCE.write_text(json.dumps(got, indent=1) + "\n", encoding="utf-8")
+    print(json.dumps(got, indent=1))
