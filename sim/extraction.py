@@ -321,73 +321,15 @@ def steps_for(n: int, epochs: float = 5.0, batch_size: int = 256, min_steps: int
     return int(np.clip(math.ceil(epochs * n / batch_size), min_steps, max_steps)) if n > 0 else 0
 
 
-class SoftmaxSurrogate:
-    """Multinomial logistic regression trained with Adam on (soft) targets.
-
-    Inputs are scaled to [0, 1] (the attacker knows the schema's range).
-    Loss: cross-entropy against the target distribution plus ``l2 / 2 * ||W||^2``.
-    Training continues from the current weights (the attacker keeps training
-    as answers arrive); predictions use an exponential moving average of the
-    weights (Polyak averaging), which steadies the curve.
-    """
-
-    def __init__(self, rng: np.random.Generator, n_features: int = N_FEATURES, n_classes: int = N_CLASSES,
-                 lr: float = 0.01, l2: float = 1e-4, batch_size: int = 256, ema: float = 0.98,
-                 scale: float = 1.0 / PIXEL_HIGH):
-        self.rng, self.lr, self.l2, self.batch_size, self.ema, self.scale = rng, lr, l2, batch_size, ema, scale
-        self.W = np.zeros((n_features, n_classes))
-        self.b = np.zeros(n_classes)
-        self._mW, self._vW = np.zeros_like(self.W), np.zeros_like(self.W)
-        self._mb, self._vb = np.zeros_like(self.b), np.zeros_like(self.b)
-        self.W_avg, self.b_avg = self.W.copy(), self.b.copy()
-        self.t = 0
-
-    def train(self, X: np.ndarray, T: np.ndarray, steps: int) -> None:
-        n = len(X)
-        if n == 0 or steps <= 0:
-            return
-        b1, b2, eps = 0.9, 0.999, 1e-8
-        bs = min(self.batch_size, n)
-        for _ in range(steps):
-            idx = self.rng.integers(0, n, bs)
-            f = X[idx].astype(np.float64) * self.scale
-            z = f @ self.W + self.b
-            z -= z.max(axis=1, keepdims=True)
-            e = np.exp(z)
-            e /= e.sum(axis=1, keepdims=True)
-            r = (e - T[idx]) / bs
-            gW = f.T @ r + self.l2 * self.W
-            gb = r.sum(axis=0)
-            self.t += 1
-            c1, c2 = 1 - b1 ** self.t, 1 - b2 ** self.t
-            for p, g, m, v in ((self.W, gW, self._mW, self._vW), (self.b, gb, self._mb, self._vb)):
-                m *= b1
-                m += (1 - b1) * g
-                v *= b2
-                v += (1 - b2) * g * g
-                p -= self.lr * (m / c1) / (np.sqrt(v / c2) + eps)
-            self.W_avg *= self.ema
-            self.W_avg += (1 - self.ema) * self.W
-            self.b_avg *= self.ema
-            self.b_avg += (1 - self.ema) * self.b
-
-    def decision(self, X: np.ndarray) -> np.ndarray:
-        if self.t == 0:
-            return np.zeros((len(X), self.W.shape[1]))
-        # before the average has warmed up, correct its bias toward the zero start
-        corr = 1.0 - self.ema ** self.t
-        return (np.asarray(X, dtype=np.float64) * self.scale) @ (self.W_avg / corr) + self.b_avg / corr
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.decision(X).argmax(axis=1)
-
-
 class SurrogateEnsemble:
-    """``R`` independent :class:`SoftmaxSurrogate` copies trained side by side on the same answers.
+    """``R`` independent copies of the attacker's model trained side by side on the same answers.
 
-    Replicate ``r`` draws its minibatches from its own generator ``rngs[r]`` (name them, e.g.
-    ``surrogate/rep3``, so replicate r is the same whatever R); the update is SoftmaxSurrogate's,
-    vectorised over replicates (one stacked matmul per step instead of R). Averaging the
+    Each copy is a multinomial logistic regression trained with Adam on (soft) targets: inputs
+    scaled to [0, 1] (the attacker knows the schema's range), cross-entropy against the target
+    distribution plus ``l2 / 2 * ||W||^2``, training continued as answers arrive, predictions from
+    an exponential moving average of the weights (Polyak averaging). Replicate ``r`` draws its
+    minibatches from its own generator ``rngs[r]`` (name them, e.g. ``surrogate/rep3``, so
+    replicate r is the same whatever R); the update is vectorised over replicates. Averaging the
     replicates' accuracy curves damps the training noise that makes one copy's curve jumpy.
     """
 
@@ -451,6 +393,19 @@ class SurrogateEnsemble:
     def predict(self, X: np.ndarray) -> np.ndarray:
         """``(R, n)`` labels, one row per replicate."""
         return self.decision(X).argmax(axis=2)
+
+
+class SoftmaxSurrogate(SurrogateEnsemble):
+    """One copy: the ensemble with a single generator, scores and labels without the replicate axis."""
+
+    def __init__(self, rng: np.random.Generator, **kw):
+        super().__init__([rng], **kw)
+
+    def decision(self, X: np.ndarray) -> np.ndarray:
+        return super().decision(X)[0]
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.decision(X).argmax(axis=1)
 
 
 def queries_to_reach(queries, values, target: float) -> tuple[float, bool]:
