@@ -123,7 +123,7 @@ class CircuitBreakerLab(Lab):
         width = max(1.0, round(horizon / 200))
         series = {
             "latency": pd.concat([windowed(r["log"], width, horizon) for r in runs.values()], ignore_index=True),
-            "breaker_state": _state_series(breaker, horizon),
+            "breaker_state": pd.DataFrame(breaker.timeline(horizon), columns=["time_s", "state"]),
             "outage": pd.DataFrame({"start_s": [outage.start], "end_s": [outage.end], "mode": [outage.mode]}),
         }
         notes = [f"Simulated window: {horizon:g} s ({n} requests per arm at {p.rate_rps:g} req/s); "
@@ -223,7 +223,7 @@ def _breaker_metrics(m: Measurements, breaker: CircuitBreaker, outage: Outage, a
     half_open = [(t1, t2) for (t1, _, a), (t2, _, _b) in zip(tr, tr[1:]) if a == State.HALF_OPEN]
     probes = [int(np.sum(arm["probe"] & (log.arrival >= t1) & (log.arrival < t2))) for t1, t2 in half_open]
     closes = [t for t, _, new in tr if new == State.CLOSED and t >= outage.end]
-    lat_open = log.latency[_mask_in_state(breaker, log.arrival, State.OPEN)]
+    lat_open = log.latency[breaker.in_state(log.arrival, State.OPEN)]
     rates = arm["opened_at_rates"]
     m.value("pattern", "error_rate_threshold_pct", rates[0] if rates else np.nan, missing=never)
     m.value("pattern", "time_to_open_s", opens[0] - outage.start if opens else np.nan, missing=never)
@@ -240,22 +240,6 @@ def _breaker_metrics(m: Measurements, breaker: CircuitBreaker, outage: Outage, a
     m.value("pattern", "probe_failures", float(np.sum(arm["probe"] & (arm["wasted"] > 0))))
     m.value("pattern", "not_permitted", float(breaker.not_permitted))
     m.value("pattern", "open_episodes", float(len(dwell) + (1 if tr and tr[-1][2] == State.OPEN else 0)))
-
-
-def _mask_in_state(breaker: CircuitBreaker, times: np.ndarray, state: State) -> np.ndarray:
-    tr = breaker.transitions
-    mask = np.zeros(times.size, dtype=bool)
-    for k, (t, _, new) in enumerate(tr):
-        if new == state:
-            end = tr[k + 1][0] if k + 1 < len(tr) else np.inf
-            mask |= (times >= t) & (times < end)
-    return mask
-
-
-def _state_series(breaker: CircuitBreaker, horizon: float) -> pd.DataFrame:
-    rows = [(0.0, State.CLOSED.value)] + [(t, new.value) for t, _, new in breaker.transitions]
-    rows.append((horizon, rows[-1][1]))
-    return pd.DataFrame(rows, columns=["time_s", "state"])
 
 
 LAB = CircuitBreakerLab()

@@ -378,6 +378,23 @@ class CircuitBreaker:
         return BreakerSnapshot(self._state, win.total, win.failed, win.slow,
                                self.failure_rate(now), self.slow_call_rate(now))
 
+    def in_state(self, times, state: State):
+        """A boolean mask over ``times`` (numpy array): True where the breaker was in ``state`` then."""
+        import numpy as np
+
+        tr, times = self.transitions, np.asarray(times)
+        mask = np.zeros(times.size, dtype=bool)
+        for k, (t, _, new) in enumerate(tr):
+            if new == state:
+                end = tr[k + 1][0] if k + 1 < len(tr) else np.inf
+                mask |= (times >= t) & (times < end)
+        return mask
+
+    def timeline(self, horizon: float) -> list[tuple[float, str]]:
+        """(time, state) steps from 0 to ``horizon``, starting CLOSED."""
+        rows = [(0.0, State.CLOSED.value)] + [(t, new.value) for t, _, new in self.transitions]
+        return rows + [(horizon, rows[-1][1])]
+
     def __repr__(self) -> str:
         return (f"CircuitBreaker({self.name!r}, state={self._state.value}, "
                 f"attempts={self.attempts}, not_permitted={self.not_permitted})")

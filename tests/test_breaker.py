@@ -525,3 +525,20 @@ def test_property_count_based_matches_naive_window(config, ops):
 @given(config=configs("TIME_BASED"), ops=OPS)
 def test_property_time_based_matches_naive_window(config, ops):
     run_against_naive(config, ops)
+
+
+def test_state_mask_and_timeline_follow_the_transitions():
+    import numpy as np
+
+    cb = CircuitBreaker(CircuitBreakerConfig(sliding_window_type="COUNT_BASED", sliding_window_size=2,
+                                             minimum_number_of_calls=2, wait_duration_in_open_state=5.0))
+    for t in (1.0, 2.0):
+        assert cb.try_acquire_permission(t)
+        cb.on_error(t, 0.1)
+    assert cb.state is State.OPEN
+    assert cb.try_acquire_permission(7.5)  # the wait is over: half-open lets a probe through
+    mask = cb.in_state(np.array([0.5, 2.5, 6.9, 7.6]), State.OPEN)
+    assert mask.tolist() == [False, True, True, False]
+    steps = cb.timeline(10.0)
+    assert steps[0] == (0.0, "CLOSED") and steps[-1] == (10.0, "HALF_OPEN")
+    assert [s for _, s in steps] == ["CLOSED", "OPEN", "HALF_OPEN", "HALF_OPEN"]
