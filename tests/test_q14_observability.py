@@ -26,7 +26,8 @@ def test_tracing_finds_the_culprit_and_beats_logs_at_defaults(default):
     m = default.metrics
     assert m["pattern"]["culprit_named"] == 1.0 and default.extras["named"] == "feature_store"
     assert m["pattern"]["mttr_min"] < m["baseline"]["mttr_min"] and m["comparison"]["mttr_reduction_x"] > 1
-    assert m["pattern"]["trace_coverage_pct"] == 100.0 and m["baseline"]["trace_coverage_pct"] == 0.0
+    assert m["pattern"]["trace_coverage_pct"] == 100.0  # every service instrumented: every trace is whole
+    assert math.isnan(m["baseline"]["trace_coverage_pct"]) and "no traces" in default.reasons["baseline"]["trace_coverage_pct"]
 
 
 def test_logs_mttr_closed_form(default):
@@ -92,7 +93,9 @@ def test_uninstrumented_culprit_is_blamed_on_its_caller():
     r = LAB.run(0, uninstrumented_services=UNINSTRUMENTED_ORDER.index("feature_store") + 1)
     m, p = r.metrics["pattern"], r.params
     assert r.extras["named"] == "features" and m["culprit_named"] == 0.0
-    assert m["trace_coverage_pct"] == pytest.approx(100 * 7 / 11)
+    # a trace is whole only if the request never touched an uninstrumented service: fewer than all,
+    # more than none (the feature store sits on some paths only)
+    assert 0 < m["trace_coverage_pct"] < 100
     assert math.isnan(m["sampling_needed_pct"]) and "emits no spans" in r.reasons["pattern"]["sampling_needed_pct"]
     # features, then its subtree: feature_store is next
     assert m["mttr_min"] == pytest.approx(p["detect_min"] + p["trace_review_min"] + 2 * p["examine_min"] + p["fix_min"])
