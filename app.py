@@ -41,17 +41,9 @@ def run_lab(lab_id: str, setting: tuple, seed: int):
 
 
 @st.cache_data(max_entries=64, ttl=CACHE_TTL_S, show_spinner=False)
-def lab_figures(lab_id: str, setting: tuple, seed: int) -> list[bytes]:
-    """The lab's own figures as PNG bytes, so a cached view does not redraw them."""
-    import matplotlib.pyplot as plt
-
-    images = []
-    for fig in get_lab(lab_id).plots(run_lab(lab_id, setting, seed)):
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)  # figures use constrained layout: no second "tight" pass
-        plt.close(fig)
-        images.append(buf.getvalue())
-    return images
+def lab_plots(lab_id: str, setting: tuple, seed: int) -> list[tuple[str, object]]:
+    """The lab's plots as Vega-Lite specs (drawn by the browser) or PNG bytes, so a cached view redraws nothing."""
+    return [ex.plot_payload(p) for p in get_lab(lab_id).plots(run_lab(lab_id, setting, seed))]
 
 
 @st.cache_resource(max_entries=8, ttl=CACHE_TTL_S, show_spinner=False)
@@ -375,10 +367,11 @@ def render_lab(q: Question):
         claim_card(v, (regions or {}).get(v.id), writeup.get(v.id, ""))
 
     st.subheader("Plots")
-    images = lab_figures(lab_id, setting, seed)
-    cols = st.columns(2)
-    for k, png in enumerate(images):
-        cols[k % 2].image(png, width="stretch")
+    for kind, payload in lab_plots(lab_id, setting, seed):
+        if kind == "vega":
+            st.vega_lite_chart(payload, width="stretch")
+        else:
+            st.image(payload, width="stretch")
 
     if lab.profiles:
         profiles_box(lab)

@@ -328,3 +328,18 @@ def regime_map(grid: Sequence[Mapping[str, Any]], title: str = ""):
     n_rows = len(y_sort) if len(names) > 1 else 1
     chart = (cells + text).properties(height=34 * n_rows)
     return chart, max(34 * n_rows, 22 * len(shown)) + 90  # Streamlit needs the height of a layered chart
+
+
+# --------------------------------------------------------------------------- a lab's plots
+def plot_payload(plot) -> tuple[str, Any]:
+    """("vega", spec dict) for an Altair chart (the browser draws it), ("png", bytes) for a matplotlib figure."""
+    if hasattr(plot, "to_dict") and type(plot).__module__.startswith("altair"):
+        return "vega", plot.to_dict()
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    plot.savefig(buf, format="png", dpi=110)  # figures use constrained layout: no second "tight" pass
+    plt.close(plot)
+    return "png", buf.getvalue()

@@ -98,3 +98,99 @@ def grouped_bars(table: pd.DataFrame, title: str, ylabel: str, hline: float | No
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
     return fig, ax
+
+
+# --------------------------------------------------------------------------- browser-drawn charts (Altair)
+# Labs return these from ``plots``; the explorer hands them to the browser (Vega-Lite), so a new
+# setting costs the server no rendering, and JupyterLab draws them natively in the notebooks.
+def _alt():
+    import altair as alt
+
+    return alt
+
+
+def arm_scale(arms):
+    """A colour scale that gives every arm its fixed colour, whatever subset a chart shows."""
+    alt = _alt()
+    arms = list(dict.fromkeys(arms))
+    return alt.Scale(domain=arms, range=[arm_colour(a, k) for k, a in enumerate(arms)])
+
+
+def _axis_scale(log: bool):
+    alt = _alt()
+    return alt.Scale(type="log") if log else alt.Scale(zero=False)
+
+
+def _overlays(chart, spans=(), span_label="outage", rules=()):
+    """Shaded spans [(start, end)] on x, and reference lines [("x"|"y", value, label)]."""
+    alt = _alt()
+    layers = []
+    if spans:
+        df = pd.DataFrame([{"start": a, "end": b, "what": span_label} for a, b in spans])
+        layers.append(alt.Chart(df).mark_rect(opacity=0.15, color="gray").encode(
+            x="start:Q", x2="end:Q", tooltip=["what:N", "start:Q", "end:Q"]))
+    layers.append(chart)
+    for axis, value, label in rules:
+        df = pd.DataFrame([{"value": value, "what": label}])
+        enc = {"x": "value:Q"} if axis == "x" else {"y": "value:Q"}
+        layers.append(alt.Chart(df).mark_rule(strokeDash=[4, 3], color="#444").encode(**enc, tooltip=["what:N"]))
+    return alt.layer(*layers) if len(layers) > 1 else chart
+
+
+def line_chart(df: pd.DataFrame, x: str, y: str, title: str, x_title: str, y_title: str, color: str = "arm",
+               log_x: bool = False, log_y: bool = False, spans=(), span_label: str = "outage", rules=(),
+               points: bool = False, height: int = 260):
+    """One line per value of ``color`` (an arm, usually), with optional shaded spans and reference lines."""
+    alt = _alt()
+    data = df[[x, y, color]].dropna()
+    if log_y:
+        data = data[data[y] > 0]
+    scale = arm_scale(data[color]) if color == "arm" else alt.Undefined
+    chart = alt.Chart(data).mark_line(point=points, strokeWidth=1.6).encode(
+        x=alt.X(f"{x}:Q", title=x_title, scale=_axis_scale(log_x)),
+        y=alt.Y(f"{y}:Q", title=y_title, scale=_axis_scale(log_y)),
+        color=alt.Color(f"{color}:N", scale=scale, title=None),
+        tooltip=[f"{color}:N", alt.Tooltip(f"{x}:Q", format=",.4~g"), alt.Tooltip(f"{y}:Q", format=",.4~g")])
+    return _overlays(chart, spans, span_label, rules).properties(title=title, height=height, width="container")
+
+
+def bar_chart(df: pd.DataFrame, category: str, value: str, title: str, value_title: str, color: str | None = None,
+              stacked: bool = False, horizontal: bool = False, low: str | None = None, high: str | None = None,
+              rules=(), height: int = 260, colours: dict | None = None):
+    """Bars per ``category`` (grouped or stacked by ``color``), with optional interval whiskers."""
+    alt = _alt()
+    cat_enc = alt.Y(f"{category}:N", title=None, sort=None) if horizontal else \
+        alt.X(f"{category}:N", title=None, sort=None, axis=alt.Axis(labelAngle=-25))
+    val_enc = (alt.X if horizontal else alt.Y)(f"{value}:Q", title=value_title, stack="zero" if stacked else None)
+    enc = {("y" if horizontal else "x"): cat_enc, ("x" if horizontal else "y"): val_enc,
+           "tooltip": [f"{category}:N", alt.Tooltip(f"{value}:Q", format=",.4~g")]}
+    if color:
+        scale = alt.Scale(domain=list(colours), range=list(colours.values())) if colours else \
+            (arm_scale(df[color]) if color == "arm" else alt.Undefined)
+        enc["color"] = alt.Color(f"{color}:N", scale=scale, title=None, sort=None)
+        enc["tooltip"].insert(1, f"{color}:N")
+        if not stacked:
+            enc["yOffset" if horizontal else "xOffset"] = alt.XOffset(f"{color}:N", sort=None) if not horizontal \
+                else alt.YOffset(f"{color}:N", sort=None)
+    chart = alt.Chart(df).mark_bar().encode(**enc)
+    if low and high:
+        whisk = {("y" if horizontal else "x"): cat_enc,
+                 ("x" if horizontal else "y"): alt.X(f"{low}:Q") if horizontal else alt.Y(f"{low}:Q"),
+                 ("x2" if horizontal else "y2"): f"{high}:Q"}
+        chart = alt.layer(chart, alt.Chart(df).mark_rule(color="#222").encode(**whisk))
+    return _overlays(chart, rules=[(("x" if horizontal else "y"), v, lab) for v, lab in rules]).properties(
+        title=title, height=height, width="container")
+
+
+def state_chart(states: pd.DataFrame, title: str, spans=(), span_label: str = "outage"):
+    """A state machine over time (columns time_s, state): one coloured band per state."""
+    alt = _alt()
+    df = pd.DataFrame({"start": states["time_s"].iloc[:-1].to_numpy(), "end": states["time_s"].iloc[1:].to_numpy(),
+                       "state": states["state"].iloc[:-1].to_numpy()})
+    order = [s for s in STATE_COLOURS] + [s for s in df["state"].unique() if s not in STATE_COLOURS]
+    chart = alt.Chart(df).mark_bar(height=14).encode(
+        x=alt.X("start:Q", title="time (s)"), x2="end:Q", y=alt.Y("state:N", sort=order, title=None),
+        color=alt.Color("state:N", scale=alt.Scale(domain=list(STATE_COLOURS), range=list(STATE_COLOURS.values())),
+                        legend=None),
+        tooltip=["state:N", alt.Tooltip("start:Q", format=",.1f"), alt.Tooltip("end:Q", format=",.1f")])
+    return _overlays(chart, spans, span_label).properties(title=title, height=110, width="container")

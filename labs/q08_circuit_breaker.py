@@ -133,15 +133,14 @@ class CircuitBreakerLab(Lab):
         return Outcome(m, series, notes=notes)
 
     def plots(self, result):
-        from .plotting import lines_by_arm, state_timeline
+        from .plotting import line_chart, state_chart
 
         o = result.series["outage"].iloc[0]
         spans = [(o.start_s, o.end_s)]
         return [
-            lines_by_arm(result.series["latency"], "time_s", "p99_ms",
-                         f"P99 latency per window, outage ({o['mode']}) shaded", "P99 (ms, log)",
-                         spans, logy=True),
-            state_timeline(result.series["breaker_state"], "Breaker state (pattern arm)", spans),
+            line_chart(result.series["latency"], "time_s", "p99_ms", f"P99 latency per window, outage ({o['mode']})",
+                       "time (s)", "P99 (ms, log)", log_y=True, spans=spans),
+            state_chart(result.series["breaker_state"], "Breaker state (pattern arm)", spans),
         ]
 
 

@@ -263,44 +263,38 @@ def _service_table(det, nb: int, k: int) -> pd.DataFrame:
 
 
 def _plot_mttr(result):
-    from .plotting import figure
+    from .plotting import bar_chart
 
     df = result.series["mttr"].rename(index={"baseline": "logs only", "pattern": "tracing"})
-    fig, ax = figure("Time to restore: detection + diagnosis + fix (minutes)", size=(8, 2.8))
-    df.plot.barh(stacked=True, ax=ax, color=["#95a5a6", "#85c1e9", "#2471a3", "#c0392b", "#27ae60"])
-    ax.axvline(15, color="k", ls=":", lw=1, label="15 min target")
-    ax.set(xlabel="minutes after the fault", ylabel="")
-    ax.legend(fontsize=7, loc="upper right", ncol=6, frameon=False)
-    return fig
+    long = df.rename_axis("arm").reset_index().melt("arm", var_name="phase", value_name="minutes")
+    colours = dict(zip(df.columns, ["#95a5a6", "#85c1e9", "#2471a3", "#c0392b", "#27ae60"]))
+    return bar_chart(long, "arm", "minutes", "Time to restore: detection + diagnosis + fix (minutes)",
+                     "minutes after the fault", color="phase", stacked=True, horizontal=True,
+                     rules=[(15, "15 min target")], height=120, colours=colours)
 
 
 def _plot_sampling(result):
-    from .plotting import ARM_COLOURS, figure
+    from .plotting import line_chart
 
     df, p = result.series["sampling"], result.params
-    fig, ax = figure("Time after the fault until sampled traces name a service")
-    for right, style, label in ((True, "o-", "right service"), (False, "x", "wrong service")):
-        sel = df[df.named.notna() & ((df.named == result.extras["culprit"]) == right)]
-        ax.plot(sel.sampling_pct, sel.minutes, style, label=label,
-                color=ARM_COLOURS["pattern" if right else "baseline"])
-    ax.axhline(p["diagnosis_window_min"], color="k", ls=":", lw=1, label="diagnosis window")
-    ax.axhline(p["detect_min"], color="0.5", ls="--", lw=1, label="alert fires")
-    ax.axvspan(1, 10, color="0.9", zorder=0, label="seed's 1-10%")
-    ax.set(xscale="log", yscale="log", xlabel="sampling rate (%)", ylabel="minutes after fault")
-    ax.legend(fontsize=7, loc="upper right")
-    return fig
+    df = df[df.named.notna()].assign(
+        outcome=np.where(df.named[df.named.notna()] == result.extras["culprit"], "right service", "wrong service"))
+    return line_chart(df, "sampling_pct", "minutes", "Time after the fault until sampled traces name a service",
+                      "sampling rate (%, log)", "minutes after fault (log)", color="outcome", log_x=True,
+                      log_y=True, points=True, spans=[(1, 10)], span_label="seed's 1-10%",
+                      rules=[("y", p["diagnosis_window_min"], "diagnosis window"), ("y", p["detect_min"], "alert")])
 
 
 def _plot_services(result):
-    from .plotting import figure
+    from .plotting import bar_chart
 
-    fig, ax = figure("What the sampled traces show per service, before and after the fault")
-    df = result.series["services"].set_index("service")[["baseline", "after"]]
-    df.plot.bar(ax=ax, color=["0.6", "#2471a3"], rot=30)
-    ax.get_xticklabels()[NAMES.index(result.extras["culprit"])].set_color("#c0392b")
-    ax.set(xlabel="", ylabel="critical-path self time (ms)" if result.params["fault_mode"] == "latency"
-           else "error origins (% of traces)")
-    return fig
+    df = result.series["services"][["service", "baseline", "after"]]
+    long = df.melt("service", var_name="window", value_name="value")
+    label = ("critical-path self time (ms)" if result.params["fault_mode"] == "latency"
+             else "error origins (% of traces)")
+    return bar_chart(long, "service", "value", f"What the sampled traces show per service (culprit: "
+                     f"{result.extras['culprit']})", label, color="window",
+                     colours={"baseline": "#999999", "after": "#2471a3"})
 
 
 LAB = ObservabilityLab()

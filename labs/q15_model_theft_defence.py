@@ -479,52 +479,34 @@ def _time_frame(p, bucket: TokenBucket) -> pd.DataFrame:
 
 
 def _plot_curves(result):
-    from .plotting import arm_colour, figure
+    from .plotting import line_chart
 
     df, target = result.series["curves"], result.params["target_accuracy_pct"]
-    fig, ax = figure("Copy's accuracy on held-out digits vs queries sent", size=(8, 3.6))
-    for k, arm in enumerate(a for a in ARMS if a != "rate_limit"):  # rate_limit: the baseline's queries, slower
-        d = df[df.arm == arm]
-        ax.plot(d.queries, d.accuracy_pct, marker="o", ms=3, lw=1.4, label=arm.label, color=arm_colour(arm, k))
-    ax.axhline(target, color="0.3", ls="--", lw=1, label=f"target {target:g}%")
-    ax.axvline(1e6, color="0.6", ls=":", lw=1, label="1M queries")
-    ax.set(xscale="log", xlabel="queries sent by the attacker", ylabel="copy accuracy (%)", ylim=(0, 100))
-    ax.legend(loc="lower right", fontsize=7, ncol=2)
-    return fig
+    df = df[df.arm != "rate_limit"]  # the rate limit sends the baseline's queries, only slower
+    return line_chart(df, "queries", "accuracy_pct", "Copy's accuracy on held-out digits vs queries sent",
+                      "queries sent by the attacker (log)", "copy accuracy (%)", log_x=True, points=True,
+                      rules=[("y", target, f"target {target:g}%"), ("x", 1e6, "1M queries")])
 
 
 def _plot_time(result):
-    from .plotting import EXTRA_COLOURS, figure
+    from .plotting import line_chart
 
-    fig, ax = figure("Attacker's time to send N queries", size=(8, 3.4))
-    for k, (scenario, d) in enumerate(result.series["attacker_time"].groupby("scenario", sort=False)):
-        ax.plot(d.queries, d.time_h, lw=1.6, label=scenario, color=EXTRA_COLOURS[k % len(EXTRA_COLOURS)])
-    for arm, marker in (("baseline", "o"), ("pattern", "s")):
-        q, h = result.metrics[arm]["extraction_queries"], result.metrics[arm]["extraction_time_h"]
-        if math.isfinite(q):
-            ax.plot([q], [max(h, 1e-4)], marker=marker, ls="none", ms=7, color="k", label=f"{arm}: threshold")
-    ax.axvline(1e6, color="0.6", ls=":", lw=1)
-    ax.set(xscale="log", yscale="log", xlabel="queries", ylabel="hours")
-    ax.legend(loc="upper left", fontsize=7)
-    return fig
+    marks = [("x", 1e6, "1M queries")] + [
+        ("x", result.metrics[arm]["extraction_queries"], f"{arm} threshold") for arm in ("baseline", "pattern")
+        if math.isfinite(result.metrics[arm]["extraction_queries"])]
+    return line_chart(result.series["attacker_time"], "queries", "time_h", "Attacker's time to send N queries",
+                      "queries (log)", "hours (log)", color="scenario", log_x=True, log_y=True, rules=marks)
 
 
 def _plot_detection(result):
-    from .plotting import arm_colour, figure
+    from .plotting import bar_chart
 
     df, p = result.series["detection"].copy(), result.params
     df.loc[df.inputs == "adversarial", "label"] = f"FGSM eps {p['fgsm_eps']}{', minimal' if p['fgsm_minimal'] else ''}"
     df.loc[df.inputs == "random_perturbation", "label"] = f"random +-{p['fgsm_eps']} noise"
-    fig, ax = figure("Input validator: share of inputs flagged (95% Wilson intervals)", size=(8, 3.4))
-    y, pct = np.arange(len(df)), np.nan_to_num(df.flagged_pct)
-    err = np.nan_to_num(np.vstack([df.flagged_pct - df.ci_low, df.ci_high - df.flagged_pct]))
-    ax.barh(y, pct, xerr=err, color=arm_colour("pattern"), alpha=0.8, capsize=3)
-    ax.set_yticks(y, df.label, fontsize=8)
-    ax.axvline(90, color="0.3", ls="--", lw=1, label="90% target")
-    ax.set(xlim=(0, 100), xlabel="flagged (%)")
-    ax.invert_yaxis()
-    ax.legend(loc="lower right", fontsize=7)
-    return fig
+    return bar_chart(df.fillna({"flagged_pct": 0}), "label", "flagged_pct",
+                     "Input validator: share of inputs flagged (95% Wilson intervals)", "flagged (%)",
+                     horizontal=True, low="ci_low", high="ci_high", rules=[(90, "90% target")])
 
 
 LAB = ModelTheftLab()
