@@ -245,14 +245,7 @@ def render_lab(q: Question):
     st.title(ex.page_title(q))
     st.caption(f"{q.topic_name} · {q.difficulty} · lab built")
     st.markdown(q.summary)
-    nb = ROOT / q.notebook
-    if nb.is_file():
-        c1, c2 = st.columns([3, 1])
-        c1.markdown(f":material/menu_book: Notebook for this lab: `{q.notebook}` "
-                    "(open it in Jupyter to see the code behind this page).")
-        c2.download_button("Download notebook", nb.read_bytes(), file_name=nb.name, key=f"nb_{lab_id}")
-    else:
-        st.markdown(f":material/menu_book: Notebook for this lab: `{q.notebook}` (not written yet).")
+    predict_slot = st.container()  # the prediction comes first on the page; filled once the settings are read
 
     query = st.query_params.to_dict()
     if st.session_state.get(PREVIOUS_PAGE) != lab_id:
@@ -269,9 +262,16 @@ def render_lab(q: Question):
     _url_notes(lab_id, reading.problems)
     notices = st.container()  # filled once the widgets have their values
 
+    key_params = [p for p in lab.params if p.key] or list(lab.params)
+    more_params = [p for p in lab.params if p not in key_params]
     with st.expander("Settings", expanded=True):
         cols = st.columns(3)
-        values = {p.name: param_widget(p, cols[k % 3]) for k, p in enumerate(lab.params)}
+        values = {p.name: param_widget(p, cols[k % 3]) for k, p in enumerate(key_params)}
+        if more_params:
+            with st.expander(f"Advanced: {len(more_params)} more settings"):
+                more = st.columns(3)
+                values.update({p.name: param_widget(p, more[k % 3]) for k, p in enumerate(more_params)})
+        values = {p.name: values[p.name] for p in lab.params}
         c1, c2, c3 = st.columns(3)
         seed = seed_widget(c1)
         if lab.refine_param:
@@ -310,13 +310,29 @@ def render_lab(q: Question):
         else:
             del st.session_state[f"url_notes::{lab_id}"]
     link = ex.query_string(current, {**lab.defaults(), "seed": ex.SEED.default})
-    st.caption(f"This view's link: `/{lab_id}{link}`")
+    changed = [f"**{p.name}** = {values[p.name]} (default {p.default})" for p in lab.params
+               if values[p.name] != p.default]
+    if changed:
+        st.markdown(":material/tune: Changed from the defaults: " + "; ".join(changed))
+    st.caption("This view's link (copy it with the button on the right):")
+    st.code(f"/{lab_id}{link}", language=None)
+    nb = ROOT / q.notebook
+    if nb.is_file():
+        c1, c2 = st.columns([3, 1])
+        c1.markdown(f":material/menu_book: Notebook for this lab: `{q.notebook}` "
+                    "(open it in JupyterLab to see the code behind this page).")
+        c2.download_button("Download notebook", nb.read_bytes(), file_name=nb.name, key=f"nb_{lab_id}")
 
     setting = ex.params_key(values)
     exercises_box(lab)
     watch = tuple(st.session_state.get(f"watch_{lab_id}", lab.headline))  # what the learner predicts
+    each = st.toggle("Ask me to predict again after every change", key=f"predict_each_{lab_id}",
+                     help="Hide the results at every new setting until you have made a new prediction.")
+    if each and st.session_state.get(f"revealed_at_{lab_id}") not in (None, (setting, seed)):
+        st.session_state[f"revealed_{lab_id}"] = False
     if not st.session_state.get(f"revealed_{lab_id}"):
-        predict_box(lab_id, watch, metric_name(q, watch[1]), ex.metric_unit(q, watch[1]), setting, seed)
+        with predict_slot:
+            predict_box(lab_id, watch, metric_name(q, watch[1]), ex.metric_unit(q, watch[1]), setting, seed)
         st.subheader("What the question claims")
         targets_table(q)
         return
@@ -331,7 +347,8 @@ def render_lab(q: Question):
         st.error(f"The lab failed to run at these settings: {type(e).__name__}: {e}")
         return
 
-    prediction_feedback(lab_id, q, result, setting, seed)
+    with predict_slot:
+        prediction_feedback(lab_id, q, result, setting, seed)
 
     arm, key = lab.headline
     unit, name = ex.metric_unit(q, key), metric_name(q, key)
@@ -442,11 +459,13 @@ def predict_box(lab_id: str, watch: tuple, name: str, unit: str, setting: tuple,
 
     def reveal():
         st.session_state[f"revealed_{lab_id}"] = True
+        st.session_state[f"revealed_at_{lab_id}"] = (setting, seed)
         st.session_state[f"prediction_{lab_id}"] = {"value": st.session_state.get(guess_key), "watch": watch,
                                                     "setting": setting, "seed": seed}
 
     def skip():
         st.session_state[f"revealed_{lab_id}"] = True
+        st.session_state[f"revealed_at_{lab_id}"] = (setting, seed)
         st.session_state.pop(f"prediction_{lab_id}", None)
 
     with st.container(border=True):

@@ -226,24 +226,27 @@ class PredictionCheck:
     difference: float  # predicted - measured
     relative: float | None  # difference / |measured|; None when measured is 0 or not finite
     inside_ci: bool | None  # None when the run has no interval for the headline
+    interval: tuple | None = None
 
     def sentence(self, unit: str = "") -> str:
         if not math.isfinite(self.measured):
             return f"You predicted {fmt_number(self.predicted, unit)}; this run has no value for it."
         direction = "high" if self.difference > 0 else "low"
+        p, m = self.predicted, self.measured
         if self.difference == 0:
             off = "exactly right"
-        elif self.relative is None:
-            off = f"{fmt_number(abs(self.difference), unit)} too {direction}"
+        elif p > 0 and m > 0:
+            factor = max(p / m, m / p)
+            off = (f"{factor:.3g}× too {direction}" if factor >= 1.1 else
+                   f"within {max(1, round(100 * (factor - 1)))}% ({direction})")
         else:
-            off = (f"{fmt_number(abs(self.difference), unit)} too {direction} "
-                   f"({abs(self.relative):.0%} of the measured value)")
-        text = (f"You predicted {fmt_number(self.predicted, unit)}; "
-                f"the run measured {fmt_number(self.measured, unit)}: {off}.")
-        if self.inside_ci is True:
-            text += " Your guess is inside the run's 95% confidence interval: as good as this run can tell."
-        elif self.inside_ci is False:
-            text += " Your guess is outside the run's 95% confidence interval."
+            off = f"{fmt_number(abs(self.difference), unit)} too {direction}"
+        text = (f"You predicted {fmt_number(p, unit)}; the run measured {fmt_number(m, unit)}: {off}.")
+        if self.interval is not None:
+            lo, hi = self.interval
+            where = "inside" if self.inside_ci else "outside"
+            text += (f" The 95% interval is {fmt_number(lo)}–{fmt_number(hi, unit)}; your guess is {where} it"
+                     + (": as good as this run can tell." if self.inside_ci else "."))
         return text
 
 
@@ -251,10 +254,11 @@ def check_prediction(predicted: float, measured: float, interval: tuple | None) 
     predicted, measured = float(predicted), float(measured)
     diff = predicted - measured
     rel = diff / abs(measured) if math.isfinite(measured) and measured != 0 else None
-    inside = None
+    inside, iv = None, None
     if interval is not None and all(x is not None and math.isfinite(float(x)) for x in interval):
-        inside = bool(float(interval[0]) <= predicted <= float(interval[1]))
-    return PredictionCheck(predicted, measured, diff, rel, inside)
+        iv = (float(interval[0]), float(interval[1]))
+        inside = bool(iv[0] <= predicted <= iv[1])
+    return PredictionCheck(predicted, measured, diff, rel, inside, iv)
 
 
 # --------------------------------------------------------------------------- claims and the home map

@@ -300,7 +300,7 @@ def test_predict_first_hides_results_until_reveal():
     feedback = "\n".join([s.value for s in at.success] + [i.value for i in at.info])
     assert "You predicted 150 ms" in feedback
     assert "too low" in feedback or "too high" in feedback or "exactly right" in feedback
-    assert "confidence interval" in feedback  # the run gives an interval for pattern p99
+    assert "95% interval" in feedback  # the run gives an interval for pattern p99
     assert measured.split()[0] in feedback
     at.button(key="again_q08").click().run()
     assert not at.metric and at.button(key="reveal_q08")
