@@ -344,7 +344,7 @@ class HorizontalScalingLab(Lab):
 
     # ------------------------------------------------------------------ plots
     def plots(self, result):
-        from .plotting import ARM_COLOURS, figure, shade
+        from .plotting import ARM_COLOURS, figure, grouped_bars, shade
 
         figs = []
         sc = result.series["scaling"]
@@ -360,41 +360,24 @@ class HorizontalScalingLab(Lab):
         figs.append(fig)
 
         sh = result.series["share"]
-        fig, ax = figure("Share of requests per replica at the probe load")
-        arms = [a for a in ("baseline", "pattern", "round_robin") if a in set(sh["arm"])]
-        width = 0.8 / len(arms)
-        for k, arm in enumerate(arms):
-            df = sh[sh["arm"] == arm]
-            ax.bar(df["replica"] + (k - (len(arms) - 1) / 2) * width, df["share_pct"], width, label=LAB.arm(arm).label,
-                   color=ARM_COLOURS.get(arm, "#148f77"))
-        n = sh["replica"].max() + 1
-        ax.axhline(100 / n, color="0.4", ls="--", lw=1, label="even share")
-        ax.set_xlabel("replica")
-        ax.set_ylabel("% of requests")
-        ax.legend(loc="best", fontsize=8)
-        figs.append(fig)
-
-        tl = result.series["autoscale"]
-        step = result.series["step"].iloc[0]
+        table = sh.pivot(index="replica", columns="arm", values="share_pct")[[a for a in ARMS if a in set(sh["arm"])]]
+        figs.append(grouped_bars(table.rename(columns=lambda a: LAB.arm(a).label), "Share of requests per replica at the "
+                                 "probe load", "% of requests", 100 / len(table), "even share",
+                                 {LAB.arm(a).label: ARM_COLOURS.get(a) for a in ARMS})[0])
+        tl, step = result.series["autoscale"], result.series["step"].iloc[0]
         fig, ax = figure("Autoscaling after a load step (pattern arm): P99 per window and replicas")
         shade(ax, [(step.step_at_s, tl["time_s"].max() + 10.0)], "after the step")
         ax.plot(tl["time_s"], tl["p99_ms"], color=ARM_COLOURS["pattern"], lw=1.4, label="P99 per window")
         ax.axhline(step.slo_p99_ms, color="#c0392b", ls="--", lw=1, label="SLO")
-        ax.set_yscale("log")
-        ax.set_xlabel("time (s)")
-        ax.set_ylabel("P99 (ms, log)")
+        ax.set(yscale="log", xlabel="time (s)", ylabel="P99 (ms, log)")
         ax2 = ax.twinx()
         ax2.step(tl["time_s"], tl["spec_replicas"], where="post", color="0.3", lw=1, ls=":", label="replicas (spec)")
         ax2.step(tl["time_s"], tl["ready_replicas"], where="post", color="#27ae60", lw=1.4, label="replicas ready")
-        ax2.set_ylabel("replicas")
-        ax2.set_ylim(0, max(tl["spec_replicas"].max(), 1) * 1.15)
-        h1, l1 = ax.get_legend_handles_labels()
-        h2, l2 = ax2.get_legend_handles_labels()
+        ax2.set(ylabel="replicas", ylim=(0, max(tl["spec_replicas"].max(), 1) * 1.15))
+        (h1, l1), (h2, l2) = ax.get_legend_handles_labels(), ax2.get_legend_handles_labels()
         ax.legend(h1 + h2, l1 + l2, loc="center right", fontsize=8)
         figs.append(fig)
         return figs
-
-
 
 
 def _service_label(p) -> str:
