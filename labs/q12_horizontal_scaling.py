@@ -18,8 +18,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from sim.autoscaler import HPAConfig, HPAScalingPolicy, HPAScalingRules, run_load_step
-from sim.balancer import LeastRequest, RingHash, RoundRobin, keys_moved_fraction, xxhash64
+from sim.autoscaler import hpa_config, run_load_step
+from sim.balancer import LeastRequest, RingHash, RoundRobin, hottest_share, keys_moved_fraction
+from sim.balancer import session_key_hashes as _user_hashes
 from sim.capacity import FarmSearch
 from sim.components import step_arrivals
 from sim.dist import Empirical, Lognormal, Zipf
@@ -53,12 +54,6 @@ def _service(p) -> Empirical | Lognormal:
     return _mlp_shape().rescaled(mean) if p.service_dist == "mlp_profile" else Lognormal(mean, p.service_cv)
 
 
-@functools.lru_cache(maxsize=8)
-def _user_hashes(users: int) -> np.ndarray:
-    """xxHash64 of each user's session key ``user-<k>`` (what Envoy hashes from a header)."""
-    return np.array([xxhash64(f"user-{k}") for k in range(users)], dtype=np.uint64)
-
-
 @functools.lru_cache(maxsize=64)
 def _ring(n: int, minimum_ring_size: int, hash_balance_factor: int = 0) -> RingHash:
     return RingHash(range(n), minimum_ring_size=minimum_ring_size, hash_balance_factor=hash_balance_factor)
@@ -74,8 +69,7 @@ def _hot_share(p, n: int, arm: str = "baseline") -> float:
     load, which sends work away from a backed-up replica), the hottest ring segment's Zipf weight for ring hash."""
     if arm != "baseline" or n == 1 or p.hash_balance_factor:
         return 1.0 / n
-    hosts = _ring(n, p.minimum_ring_size).route(_user_hashes(p.users))
-    return float(np.bincount(hosts, weights=_zipf(p.users, p.zipf_s).weights, minlength=n).max())
+    return hottest_share(_ring(n, p.minimum_ring_size).route(_user_hashes(p.users)), _zipf(p.users, p.zipf_s).weights, n)
 
 
 def _search(p, seed: int, n: int, arm: str, keys=None, backend: bool = False) -> FarmSearch:
@@ -104,7 +98,6 @@ def _ns(N: int) -> list[int]:
     return sorted({1, max(2, N // 2), N, 10})
 
 
-# ---------------------------------------------------------------------- rules
 def _rule(ok, allowed):
     return lambda p: None if ok(p) else allowed(p)
 
@@ -232,7 +225,6 @@ class HorizontalScalingLab(Lab):
                  "latency objective met again after the step?", {"hpa_metric": "in_flight"}, ("pattern", "latency_recovery_s")),
     )
 
-    # ------------------------------------------------------------------ parts
     def part_one_replica(self, seed: int, p) -> float:
         """SLO-bound sustainable rate (req/s) of one replica: the same server under every policy."""
         return _search(p, seed, p.requests * ONE_REPLICA_FACTOR, "round_robin").sustainable(
@@ -285,7 +277,6 @@ class HorizontalScalingLab(Lab):
                              p.cold_start_s, p.readiness_period_s, p.client_timeout_s, p.step_at_s, p.horizon_s,
                              p.slo_p99_ms / 1e3, in_flight_metric=p.hpa_metric == "in_flight")
 
-    # ------------------------------------------------------------------ model
     def simulate(self, seed: int, p) -> Outcome:
         N, ns = p.replicas, _ns(p.replicas)
         one_slo = self.part("one_replica", seed, p)
@@ -342,7 +333,6 @@ class HorizontalScalingLab(Lab):
         ]
         return Outcome(m, series, notes=notes)
 
-    # ------------------------------------------------------------------ plots
     def plots(self, result):
         from .plotting import ARM_COLOURS, figure, grouped_bars, shade
 
@@ -386,14 +376,11 @@ def _service_label(p) -> str:
     return f"lognormal inference times, mean {p.service_ms:g} ms, cv {p.service_cv:g}"
 
 
-def _hpa_config(p) -> HPAConfig:
-    up = HPAScalingRules(0.0, (HPAScalingPolicy("Percent", p.scale_up_percent, p.scale_up_period_s),
-                               HPAScalingPolicy("Pods", p.scale_up_pods, p.scale_up_period_s)), "Max")
-    down = HPAScalingRules(p.scale_down_stabilization_window_s, (HPAScalingPolicy("Percent", 100, 15.0),), "Max")
+def _hpa_config(p):
     cpu = p.hpa_metric == "cpu"
-    return HPAConfig(target=p.target_cpu_pct if cpu else p.target_in_flight, metric="cpu" if cpu else "pods",
-                     min_replicas=p.min_replicas, max_replicas=p.max_replicas, tolerance=p.tolerance,
-                     sync_period_s=p.sync_period_s, scale_up=up, scale_down=down)
+    return hpa_config(p.target_cpu_pct if cpu else p.target_in_flight, "cpu" if cpu else "pods", p.min_replicas,
+                      p.max_replicas, p.tolerance, p.sync_period_s, p.scale_down_stabilization_window_s,
+                      p.scale_up_percent, p.scale_up_pods, p.scale_up_period_s)
 
 
 def _autoscale_metrics(m: Measurements, p, auto) -> None:

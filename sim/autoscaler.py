@@ -580,3 +580,15 @@ def run_load_step(arrivals, service, policy, config: HPAConfig, cold_start_s: fl
                 break
     return LoadStepRun(latency, served_a, arrivals, timeline, list(hpa.decisions), float(scale_out), float(detection),
                        float(recovery), len(ups), deploy.replicas, len(farm.hosts))
+
+
+def hpa_config(target: float, metric: str, min_replicas: int, max_replicas: int, tolerance: float = 0.1,
+               sync_period_s: float = 15.0, scale_down_window_s: float = 300.0, scale_up_percent: float = 100,
+               scale_up_pods: int = 4, scale_up_period_s: float = 15.0) -> HPAConfig:
+    """An HPAConfig with the default behaviour's shape: scale up by the larger of a Percent and a Pods policy
+    per period with no stabilization, scale down by 100% per 15 s after ``scale_down_window_s``."""
+    up = HPAScalingRules(0.0, (HPAScalingPolicy("Percent", scale_up_percent, scale_up_period_s),
+                               HPAScalingPolicy("Pods", scale_up_pods, scale_up_period_s)), "Max")
+    down = HPAScalingRules(scale_down_window_s, (HPAScalingPolicy("Percent", 100, 15.0),), "Max")
+    return HPAConfig(target=target, metric=metric, min_replicas=min_replicas, max_replicas=max_replicas,
+                     tolerance=tolerance, sync_period_s=sync_period_s, scale_up=up, scale_down=down)

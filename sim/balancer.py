@@ -703,3 +703,20 @@ def simulate_farm_backend(arrivals, service, backend_service, policy, n_hosts: i
             begin(i, h, t)
     finish_until(math.inf)
     return FarmRun(np.array(host, dtype=np.int64), np.array(start), np.array(end), np.ones(n, dtype=bool))
+
+
+_SESSION_HASHES: dict[int, np.ndarray] = {}
+
+
+def session_key_hashes(users: int) -> np.ndarray:
+    """xxHash64 of the session keys ``user-0`` ... ``user-<users-1>`` (what Envoy hashes from a header), memoised."""
+    have = _SESSION_HASHES.get(0, np.empty(0, dtype=np.uint64))
+    if have.size < users:
+        extra = np.array([xxhash64(f"user-{k}") for k in range(have.size, users)], dtype=np.uint64)
+        _SESSION_HASHES[0] = have = np.concatenate([have, extra])
+    return have[:users]
+
+
+def hottest_share(hosts: np.ndarray, weights: np.ndarray, n_hosts: int) -> float:
+    """Largest long-run share of traffic on one host when key k (sending ``weights[k]``) always goes to ``hosts[k]``."""
+    return float(np.bincount(hosts, weights=weights, minlength=n_hosts).max() / np.sum(weights))

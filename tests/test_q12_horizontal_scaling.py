@@ -12,7 +12,7 @@ from lab_fuzz import check_run, settings_strategy
 
 from labs import get_lab
 from labs.contract import ParamError
-from labs.q12_horizontal_scaling import HorizontalScalingLab, _ring, _user_hashes, _zipf
+from labs.q12_horizontal_scaling import HorizontalScalingLab, _ring, _user_hashes, _zipf  # noqa: F401
 
 LAB = get_lab("q12")
 
