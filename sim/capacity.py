@@ -7,6 +7,11 @@ random numbers), so the P99 curve is a deterministic, nearly monotone function
 of rho and a bracketing root search converges in a handful of runs. The search
 is regula falsi (Illinois variant) on log(P99 / SLO) against x = -log(1 - rho),
 in which a queue's tail latency grows roughly linearly.
+
+``rate_at_utilisation`` finds the rate at which a busy share reaches a target (the
+scaling speedup at a fixed utilisation), and ``FarmSearch`` runs both searches on a
+balanced replica farm (``sim.balancer``) with common random numbers, optionally with
+a shared back end every request calls.
 """
 from __future__ import annotations
 

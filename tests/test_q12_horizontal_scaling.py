@@ -202,3 +202,25 @@ def test_an_objective_the_sample_cannot_meet_is_recorded_missing_not_a_crash():
     assert math.isnan(r.metrics["pattern"]["slo_speedup_x"])
     assert "one replica meets no load" in r.reasons["pattern"]["pooling_gain_x"]
     assert {v.id: v for v in r.claims}["q12.efficiency"].verdict == "holds"  # the scaling speedup needs no objective
+
+
+@pytest.fixture(scope="module")
+def regions():
+    return {v.id: v for v in LAB.check(0)}
+
+
+def test_check_reports_the_regions_the_lab_computes(regions):
+    eff, sticky, stateless = regions["q12.efficiency"], regions["q12.sticky_speedup"], regions["q12.stateless_speedup"]
+    # linear scaling survives until the shared back end gets warm: sooner for a smaller one and more replicas
+    assert eff.region == ("holds only when backend_capacity_rps = 0; or backend_capacity_rps = 100 and replicas ≤ 10; "
+                          "or backend_capacity_rps = 200 and replicas ≤ 20; or backend_capacity_rps = 500")
+    assert eff.control["vanishes"] and stateless.control["vanishes"]
+    assert stateless.verdict == "conditional"
+    assert all(c["verdict"] == "holds" for c in stateless.grid if c["backend_capacity_rps"] == 0)
+    assert all(c["verdict"] == "fails" for c in stateless.grid if c["backend_capacity_rps"] == 50)
+    # five to six times needs skewed users: Zipf 1 with many users, or Zipf 0.8 with few
+    assert sticky.region == "holds only when zipf_s = 0.8 and users = 100; or zipf_s = 1 and users ≥ 1000"
+    assert sticky.control["vanishes"]
+    # scale-out is decided by its assumed inputs: the verdict says so rather than claiming a finding
+    assert regions["q12.scale_out"].evidence == "assumed"
+    assert "decided by the assumed input cold_start_s" in regions["q12.scale_out"].detail
