@@ -443,3 +443,152 @@ class Deployment:
                                  ready_since=p.ready_at if ready else p.created, sample_time=now,
                                  window_s=window_s))
         return out
+
+
+# ---------------------------------------------------------------------- a load step on an autoscaled farm
+@dataclass
+class LoadStepRun:
+    """What ``run_load_step`` measured: per request, per window, and the scale-out times."""
+
+    latency: "object"  # np.ndarray, arrival -> end (s); a request that gave up ends at arrival + timeout
+    served: "object"
+    arrivals: "object"
+    timeline: "object"  # pandas DataFrame, one row per window
+    decisions: list
+    scale_out_s: float  # the HPA's first scale-up after the step -> first request served by a pod it added
+    detection_s: float  # step -> that first scale-up
+    recovery_s: float  # step -> first of ``recovery_windows`` windows in a row meeting the objective again
+    ups: int
+    replicas_final: int
+    ready_final: int
+
+
+def run_load_step(arrivals, service, policy, config: HPAConfig, cold_start_s: float, readiness_period_s: float,
+                  client_timeout_s: float, step_at_s: float, horizon_s: float, slo_s: float,
+                  window_s: float = 10.0, recovery_windows: int = 3, in_flight_metric: bool = False) -> LoadStepRun:
+    """A ``FifoFarm`` grown and shrunk by the HPA while ``arrivals`` (with ``service``) come in.
+
+    Pods start at ``config.min_replicas`` (warm) and a new pod takes traffic once Ready
+    (``cold_start_s`` + the next readiness probe). Every ``config.sync_period_s`` the HPA reads
+    each Ready pod's busy share (CPU, %) or its time-averaged requests in flight over the last
+    period. Requests are routed lazily: every control event (a sync, a pod turning Ready or
+    leaving) first routes the arrivals before it, so each decision sees the replica set of its
+    own instant. A window meets the objective when 99% of its requests were answered within
+    ``slo_s``; a caller that gave up (``client_timeout_s`` in a queue) never is.
+    """
+    import numpy as np
+    import pandas as pd
+    import simpy
+
+    from .balancer import FifoFarm
+    from .metrics import grouped_percentile
+
+    arrivals = np.asarray(arrivals, dtype=float)
+    n = arrivals.size
+    env = simpy.Environment()
+    farm = FifoFarm(policy, 0, timeout=client_timeout_s)
+    ready_log: list[tuple[float, int]] = []
+    a_list, s_list, k_list = arrivals.tolist(), np.asarray(service, dtype=float).tolist(), [0] * n
+    host, start, end, served = [0] * n, [0.0] * n, [0.0] * n, [False] * n
+    state = {"i": 0}
+    snap: dict[int, tuple[float, float, float]] = {}  # pod -> (time, busy s, in-flight area) at the previous sync
+
+    def route_until(t: float) -> None:
+        state["i"] = farm.route_batch(a_list, s_list, k_list, state["i"], t, host, start, end, served)
+
+    def on_ready(pod):
+        route_until(env.now)  # arrivals before this instant were routed without the new pod
+        farm.hosts.append(pod.id)
+        ready_log.append((env.now, len(farm.hosts)))
+
+    def on_removed(pod):
+        route_until(env.now)
+        farm.hosts.remove(pod.id)
+        ready_log.append((env.now, len(farm.hosts)))
+
+    def on_created(pod):
+        route_until(env.now)
+        while len(farm.active) <= pod.id:
+            farm.add_host()
+        snap[pod.id] = (env.now, 0.0, 0.0)
+
+    deploy = Deployment(env, cold_start_s, readiness_period_s, on_ready, on_removed, on_created)
+    hpa = HorizontalPodAutoscaler(config)
+
+    def value(pod, now):
+        t0, b0, f0 = snap[pod.id]
+        busy, area = farm.busy_until(pod.id, now), farm.in_flight_area(pod.id, now)
+        snap[pod.id] = (now, busy, area)
+        if not pod.is_ready(now) or now <= t0:
+            return 0.0
+        return (area - f0) / (now - t0) if in_flight_metric else 100.0 * (busy - b0) / (now - t0)
+
+    def hpa_loop():
+        while True:
+            yield env.timeout(config.sync_period_s)
+            now = env.now
+            route_until(now)
+            farm.advance(now)
+            current = deploy.replicas
+            desired = hpa.reconcile(now, current, deploy.samples(now, lambda pod: value(pod, now),
+                                                                 config.sync_period_s))
+            if desired != current:
+                route_until(now)
+                deploy.scale(desired)
+
+    deploy.start(config.min_replicas, warm=True)
+    env.process(hpa_loop())
+    env.run(until=horizon_s)
+    route_until(math.inf)
+    end_a, served_a = np.asarray(end), np.asarray(served, dtype=bool)
+    latency = end_a - arrivals
+    # the timeline by arrival window
+    edges = np.arange(0.0, horizon_s + window_s, window_s)
+    n_win = edges.size - 1
+    win = np.clip((arrivals // window_s).astype(int), 0, n_win - 1)
+    ready_t, ready_v = np.array([t for t, _ in ready_log]), np.array([v for _, v in ready_log])
+    spec_t = np.array([0.0] + [t for t, _, _ in deploy.scale_events])
+    spec_v = np.array([config.min_replicas] + [to for _, _, to in deploy.scale_events])
+    count = np.bincount(win, minlength=n_win)
+    per = lambda w: np.where(count > 0, 100 * w / np.maximum(count, 1), np.nan)  # noqa: E731
+    timeline = pd.DataFrame({
+        "time_s": edges[:-1], "requests": count,
+        "p99_ms": grouped_percentile(latency, win, n_win, 99) * 1e3,
+        "timeout_pct": per(np.bincount(win, weights=~served_a, minlength=n_win)),
+        "within_slo_pct": per(np.bincount(win, weights=served_a & (latency <= slo_s), minlength=n_win)),
+        "ready_replicas": ready_v[np.searchsorted(ready_t, edges[:-1], side="right") - 1].astype(int),
+        "spec_replicas": spec_v[np.searchsorted(spec_t, edges[:-1], side="right") - 1].astype(int)})
+    # scale-out: the HPA's first scale-up after the step -> first request served by a pod it added
+    ups = [d for d in hpa.decisions if d.time_s >= step_at_s and d.desired > d.current]
+    scale_out = detection = math.nan
+    if ups:
+        trigger = ups[0].time_s
+        detection = trigger - step_at_s
+        firsts = [farm.first_start[q.id] for q in deploy.all_pods if q.created == trigger and farm.served_by[q.id]]
+        if firsts:
+            scale_out = min(firsts) - trigger
+    # recovery: from the step to the first of recovery_windows windows in a row meeting the objective again,
+    # after the first window after the step that missed it (0 if none missed it)
+    after = timeline[timeline["time_s"] >= step_at_s - 1e-9]
+    ok = ((after["within_slo_pct"] >= 99.0) | (after["requests"] == 0)).to_numpy()
+    times, missed = after["time_s"].to_numpy(), np.flatnonzero(~ok)
+    recovery = 0.0 if missed.size == 0 else math.nan
+    if missed.size:
+        for k in range(missed[0] + 1, len(ok) - recovery_windows + 1):
+            if ok[k:k + recovery_windows].all():
+                recovery = float(times[k] - step_at_s)
+                break
+    return LoadStepRun(latency, served_a, arrivals, timeline, list(hpa.decisions), float(scale_out), float(detection),
+                       float(recovery), len(ups), deploy.replicas, len(farm.hosts))
+
+
+def hpa_config(target: float, metric: str, min_replicas: int, max_replicas: int, tolerance: float = 0.1,
+               sync_period_s: float = 15.0, scale_down_window_s: float = 300.0, scale_up_percent: float = 100,
+               scale_up_pods: int = 4, scale_up_period_s: float = 15.0) -> HPAConfig:
+    """An HPAConfig with the default behaviour's shape: scale up by the larger of a Percent and a Pods policy
+    per period with no stabilization, scale down by 100% per 15 s after ``scale_down_window_s``."""
+    up = HPAScalingRules(0.0, (HPAScalingPolicy("Percent", scale_up_percent, scale_up_period_s),
+                               HPAScalingPolicy("Pods", scale_up_pods, scale_up_period_s)), "Max")
+    down = HPAScalingRules(scale_down_window_s, (HPAScalingPolicy("Percent", 100, 15.0),), "Max")
+    return HPAConfig(target=target, metric=metric, min_replicas=min_replicas, max_replicas=max_replicas,
+                     tolerance=tolerance, sync_period_s=sync_period_s, scale_up=up, scale_down=down)

@@ -645,3 +645,78 @@ def _p2c_run(a: np.ndarray, s: np.ndarray, cand: np.ndarray, n_hosts: int) -> Fa
         end[i] = e
     end_arr = np.array(end)
     return FarmRun(np.array(host, dtype=np.int64), end_arr - s, end_arr, np.ones(n, dtype=bool))
+
+
+def simulate_farm_backend(arrivals, service, backend_service, policy, n_hosts: int, keys=None) -> FarmRun:
+    """``simulate_farm`` with a shared back end every replica calls synchronously.
+
+    A replica's single worker takes its next request, first calls the shared back end
+    (a feature store or database: one FIFO server, ``backend_service[i]`` seconds of its
+    time per call, served in the order calls are issued) and holds the worker until the
+    answer returns, then runs inference for ``service[i]``. ``start`` is when the worker
+    took the request and ``end`` when it finished, so ``end - start`` is the worker's busy
+    time, back-end wait included. Events are handled in time order (an event heap), so
+    ``policy.pick`` sees each replica's requests in flight at the arrival instant; with
+    ``backend_service`` all zero the result equals ``simulate_farm``'s.
+    """
+    a = np.asarray(arrivals, dtype=float).tolist()
+    s = np.asarray(service, dtype=float).tolist()
+    b = np.asarray(backend_service, dtype=float).tolist()
+    n = len(a)
+    keys = [0] * n if keys is None else (keys.tolist() if hasattr(keys, "tolist") else list(keys))
+    hosts = list(range(n_hosts))
+    active, busy = [0] * n_hosts, [False] * n_hosts
+    queues: list[list[int]] = [[] for _ in range(n_hosts)]
+    heads = [0] * n_hosts
+    host, start, end = [0] * n, [0.0] * n, [0.0] * n
+    heap: list[tuple[float, int, int]] = []
+    backend_free = -math.inf
+    pick, push, pop = policy.pick, heapq.heappush, heapq.heappop
+
+    def begin(i: int, h: int, t: float) -> None:
+        nonlocal backend_free
+        answered = (t if backend_free < t else backend_free) + b[i]  # FIFO in issue order
+        backend_free = answered
+        start[i], end[i] = t, answered + s[i]
+        busy[h] = True
+        push(heap, (end[i], h, i))
+
+    def finish_until(t: float) -> None:
+        while heap and heap[0][0] <= t:
+            e, h, _ = pop(heap)
+            active[h] -= 1
+            if heads[h] < len(queues[h]):
+                heads[h] += 1
+                begin(queues[h][heads[h] - 1], h, e)
+            else:
+                busy[h] = False
+
+    for i in range(n):
+        t = a[i]
+        finish_until(t)
+        h = pick(keys[i], active, hosts)
+        host[i] = h
+        active[h] += 1
+        if busy[h]:
+            queues[h].append(i)
+        else:
+            begin(i, h, t)
+    finish_until(math.inf)
+    return FarmRun(np.array(host, dtype=np.int64), np.array(start), np.array(end), np.ones(n, dtype=bool))
+
+
+_SESSION_HASHES: dict[int, np.ndarray] = {}
+
+
+def session_key_hashes(users: int) -> np.ndarray:
+    """xxHash64 of the session keys ``user-0`` ... ``user-<users-1>`` (what Envoy hashes from a header), memoised."""
+    have = _SESSION_HASHES.get(0, np.empty(0, dtype=np.uint64))
+    if have.size < users:
+        extra = np.array([xxhash64(f"user-{k}") for k in range(have.size, users)], dtype=np.uint64)
+        _SESSION_HASHES[0] = have = np.concatenate([have, extra])
+    return have[:users]
+
+
+def hottest_share(hosts: np.ndarray, weights: np.ndarray, n_hosts: int) -> float:
+    """Largest long-run share of traffic on one host when key k (sending ``weights[k]``) always goes to ``hosts[k]``."""
+    return float(np.bincount(hosts, weights=weights, minlength=n_hosts).max() / np.sum(weights))

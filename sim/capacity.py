@@ -7,6 +7,11 @@ random numbers), so the P99 curve is a deterministic, nearly monotone function
 of rho and a bracketing root search converges in a handful of runs. The search
 is regula falsi (Illinois variant) on log(P99 / SLO) against x = -log(1 - rho),
 in which a queue's tail latency grows roughly linearly.
+
+``rate_at_utilisation`` finds the rate at which a busy share reaches a target (the
+scaling speedup at a fixed utilisation), and ``FarmSearch`` runs both searches on a
+balanced replica farm (``sim.balancer``) with common random numbers, optionally with
+a shared back end every request calls.
 """
 from __future__ import annotations
 
@@ -57,3 +62,105 @@ def max_load_within_slo(p99_at: Callable[[float], float], slo: float, p99_at_zer
             lo = x
             break
     return 1 - math.exp(-lo)
+
+
+def rate_at_utilisation(utilisation_at: Callable[[float], float], target: float, top: float,
+                        tolerance: float = 0.002, max_evaluations: int = 30) -> float:
+    """The arrival rate in (0, top] at which ``utilisation_at(rate)`` reaches ``target`` (or ``top``).
+
+    ``utilisation_at`` must grow with the rate from 0 at rate 0 (a busy share, a back end's
+    occupancy); evaluate it on common random numbers so it is a deterministic curve. The search
+    is regula falsi (Illinois) on ``utilisation_at(rate) - target``, starting from the bracket
+    [0, top]; it stops when the bracket is narrower than ``tolerance`` x top or the utilisation
+    is within ``tolerance`` (relative) of the target, returning that rate or the bracket's feasible end.
+    """
+    if not (top > 0 and 0 < target):
+        raise ValueError(f"need top > 0 and target > 0, got top={top!r}, target={target!r}")
+    lo, flo = 0.0, -target
+    hi, fhi = top, utilisation_at(top) - target
+    if fhi <= 0:
+        return top
+    side = 0
+    for _ in range(max_evaluations):
+        if hi - lo < tolerance * top:
+            break
+        span = hi - lo
+        x = hi - fhi * span / (fhi - flo)
+        x = min(max(x, lo + 0.01 * span), hi - 0.01 * span)
+        fx = utilisation_at(x) - target
+        if fx <= 0:
+            lo, flo = x, fx
+            if side == -1:
+                fhi /= 2
+            side = -1
+        else:
+            hi, fhi = x, fx
+            if side == 1:
+                flo /= 2
+            side = 1
+        if abs(fx) < tolerance * target:  # within the tolerance of the target: take this rate
+            return x
+    return lo
+
+
+class FarmSearch:
+    """Load searches on one replica farm over common random numbers (the same draws at every load).
+
+    ``unit_arrivals`` are Poisson arrival times at rate 1 (rate r uses ``unit_arrivals / r``),
+    ``service`` the inference times, ``backend`` the shared back end's time per call (or None: no
+    back end), ``policy(n)`` a fresh balancer for n replicas and ``keys`` the session keys (or None).
+    The first ``warmup`` share of requests is left out of every measurement.
+    """
+
+    def __init__(self, unit_arrivals, service, policy, mean_service: float, backend=None, keys=None,
+                 warmup: float = 0.1):
+        import numpy as np
+
+        self.np = np
+        self.unit_arrivals = np.asarray(unit_arrivals, dtype=float)
+        self.service = np.asarray(service, dtype=float)
+        self.backend = None if backend is None else np.asarray(backend, dtype=float)
+        self.policy, self.keys, self.mean_service = policy, keys, float(mean_service)
+        self.skip = int(self.unit_arrivals.size * warmup)
+
+    def run(self, n: int, rate: float, backend: bool = False):
+        """The farm of n replicas at ``rate`` req/s (with the back end if asked and present)."""
+        from .balancer import simulate_farm, simulate_farm_backend
+
+        arrivals = self.unit_arrivals / rate
+        keys = self.keys if n > 1 else None
+        if backend and self.backend is not None:
+            run = simulate_farm_backend(arrivals, self.service, self.backend, self.policy(n), n, keys)
+        else:
+            run = simulate_farm(arrivals, self.service, self.policy(n), n, keys)
+        return arrivals, run
+
+    def latency(self, n: int, rate: float):
+        """(latency, host) after the warm-up, no back end."""
+        arrivals, run = self.run(n, rate)
+        return (run.end - arrivals)[self.skip:], run.host[self.skip:]
+
+    def sustainable(self, n: int, slo_s: float, top: float, tolerance: float = 0.005) -> float:
+        """Largest rate (req/s) with P99 within ``slo_s``, at most ``top`` x n replicas' capacity."""
+        np, mu = self.np, 1.0 / self.mean_service
+        own = float(np.percentile(self.service[self.skip:], 99))
+        rho = max_load_within_slo(lambda r: float(np.percentile(self.latency(n, r * n * mu)[0], 99)), slo_s, own,
+                                  top, tolerance)
+        return rho * n * mu
+
+    def busy_per_request(self, n: int, rate: float) -> float:
+        """Mean seconds a worker is held per request: the mean inference time plus the mean back-end response."""
+        if self.backend is None:
+            return self.mean_service
+        _, run = self.run(n, rate, backend=True)
+        held = (run.end - run.start - self.service)[self.skip:]
+        return self.mean_service + float(held.mean())
+
+    def rate_at_utilisation(self, n: int, target: float, share: float, backend_capacity: float = math.inf) -> float:
+        """Rate (req/s) at which the busiest replica, taking ``share`` of all requests, is busy ``target`` of the time.
+
+        Utilisation = rate x share x (mean inference time + mean back-end response), the
+        back-end response read off the simulated farm; no back end: exactly target / (share x E[S]).
+        """
+        top = min(target / (share * self.mean_service), backend_capacity * (1 - 1e-9))
+        return rate_at_utilisation(lambda r: r * share * self.busy_per_request(n, r), target, top)

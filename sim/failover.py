@@ -285,3 +285,61 @@ def health_through_outage(config: HealthCheckConfig, start: float, end: float, p
     """
     horizon = end + (config.failure_threshold + 1) * config.request_interval
     return simulate_health_checks(config, FaultSchedule([Outage(start, end, "error")]), horizon, phases)
+
+
+# ---------------------------------------------------------------- one region's outage, replayed
+@dataclass(frozen=True)
+class OutageReplay:
+    """An outage of region ``failed`` over [start, end), replayed on several draws of checker and resolver phases.
+
+    ``rtt_ms`` (areas x regions) drives latency routing over the ``deployed`` regions; every
+    area has ``resolvers_per_area`` resolvers and sends ``area_weights`` of the traffic, split
+    evenly over its resolvers. Row r of ``u_checkers`` (reps x checkers) and ``u_resolvers``
+    (reps x resolvers) holds replay r's uniforms: checker phases are ``u * request_interval``
+    and resolver phases ``u * ttl``, so settings compare on common random numbers.
+    """
+
+    rtt_ms: np.ndarray
+    deployed: tuple
+    failed: int
+    area_weights: np.ndarray
+    resolvers_per_area: int
+    u_checkers: np.ndarray
+    u_resolvers: np.ndarray
+    start: float
+    end: float
+
+    def route(self, healthy: np.ndarray) -> np.ndarray:
+        return latency_routing(self.rtt_ms, self.deployed, healthy)
+
+    @property
+    def steady(self) -> np.ndarray:
+        """Region per area with every region healthy."""
+        return self.route(np.ones(self.rtt_ms.shape[1], dtype=bool))
+
+    @property
+    def affected(self) -> np.ndarray:
+        """Resolvers whose users the steady routing sends to the failed region (areas with traffic only)."""
+        area = np.arange(self.u_resolvers.shape[1]) // self.resolvers_per_area
+        return np.flatnonzero((self.steady[area] == self.failed) & (self.area_weights[area] > 0))
+
+    def health(self, request_interval: float, failure_threshold: int) -> list[HealthTimeline]:
+        """Route 53's view of the failed region in every replay."""
+        config = HealthCheckConfig(float(request_interval), int(failure_threshold), self.u_checkers.shape[1])
+        return [health_through_outage(config, self.start, self.end, u * request_interval) for u in self.u_checkers]
+
+    def runs(self, health: list[HealthTimeline], ttl: float) -> list[dict]:
+        """``failover_times`` of every replay (health from ``health``, resolver caches of ``ttl``)."""
+        res = self.affected
+        weights = self.area_weights[res // self.resolvers_per_area]
+        return [failover_times(h, ResolverCaches.from_uniforms(u, ttl), res, weights, self.start, self.end)
+                for h, u in zip(health, self.u_resolvers)]
+
+    def answers(self, health: HealthTimeline) -> AnswerSchedule:
+        """The authoritative answers per area through one replay's outage."""
+        return answer_schedule({self.failed: health}, self.rtt_ms.shape[1], self.route)
+
+    def mean_failover(self, request_interval: float, failure_threshold: int, ttls) -> list[float]:
+        """Mean over the replays of the P95 failover time (outage start -> 95% of traffic moved), per TTL."""
+        health = self.health(request_interval, failure_threshold)
+        return [float(np.mean([r["failover_time_s"] for r in self.runs(health, ttl)])) for ttl in ttls]

@@ -94,6 +94,65 @@ def test_failover_grid_brackets_the_run(default):
         assert np.all(np.diff(g["failover_time_s"]) >= -1e-9)  # a longer TTL never fails over sooner
 
 
+def test_detect_to_rerouted_is_the_resolver_cache_wait_only(default):
+    pt = default.metrics["pattern"]
+    # from Route 53 marking the region down, traffic waits only for resolvers to refresh: under one TTL
+    assert 0 < pt["reroute_after_detect_s"] <= 60.0
+    assert pt["failover_time_s"] == pytest.approx(pt["detection_time_s"] + pt["reroute_after_detect_s"], abs=1.0)
+    slow_checks = LAB.run(0, failure_threshold=5).metrics["pattern"]  # two more probes of 30 s each
+    assert slow_checks["detection_time_s"] == pytest.approx(pt["detection_time_s"] + 60, abs=1.0)
+    assert slow_checks["reroute_after_detect_s"] == pytest.approx(pt["reroute_after_detect_s"], rel=0.15)
+
+
+def test_a_threshold_of_one_halves_detection_or_better(default):
+    one = LAB.run(0, failure_threshold=1).metrics["pattern"]
+    assert one["detection_time_s"] < default.metrics["pattern"]["detection_time_s"] / 2
+
+
+def test_edge_hits_cost_only_the_edge_leg():
+    r = LAB.run(0, edge_hit_pct=100.0, jitter_ms=0.0, edge_rtt_ms=10.0, **SMALL).metrics
+    assert r["edge"]["global_p95_ms"] == pytest.approx(10.0 + 1.0)  # one round trip to the PoP + the lookup
+    assert r["edge"]["edge_hit_share_pct"] == 100.0
+    assert r["edge"]["failover_errors"] == 0  # the cache answers while the region is down
+
+
+def test_without_hits_the_edge_is_latency_routing_plus_the_lookup(default):
+    r = LAB.run(0, edge_hit_pct=0.0).metrics
+    assert r["edge"]["global_p95_ms"] == pytest.approx(r["pattern"]["global_p95_ms"] + 1.0, abs=1e-6)
+    assert r["pattern"]["edge_global_p95_ms"] == r["edge"]["global_p95_ms"]
+    half = default.metrics
+    assert half["edge"]["failover_errors"] < half["pattern"]["failover_errors"]
+
+
+def test_us_asia_rtt_reads_the_backbone_only():
+    a = LAB.run(0, access_rtt_ms=0.0, jitter_ms=0.0, **SMALL).metrics["baseline"]["us_east_asia_rtt_ms"]
+    b = LAB.run(0, access_rtt_ms=40.0, jitter_ms=50.0, **SMALL).metrics["baseline"]["us_east_asia_rtt_ms"]
+    assert a == b
+    east = GEO.region_index("East US")
+    assert a in {GEO.backbone_ms[GEO.area_index(x), east] for x in ("India", "Southeast Asia", "Japan")}
+
+
+@pytest.fixture(scope="module")
+def regions():
+    return {v.id: v for v in LAB.check(0)}
+
+
+def test_check_reports_the_regions_the_lab_computes(regions):
+    r = {k: (v.verdict, v.region) for k, v in regions.items()}
+    # at Route 53's default 30 s interval, only a one-probe threshold and a TTL of at most 5 s move 95% in 30 s
+    assert r["q13.failover"] == ("conditional", "holds only when failure_threshold = 1 and dns_ttl_s ≤ 5")
+    assert r["q13.reroute_after_detect"][0] == "conditional"
+    assert r["q13.reroute_after_detect"][1] == "holds only when dns_ttl_s ≤ 30"
+    # the seed's own three-region case (users next to the three regions) meets 100 ms with three regions
+    mr = regions["q13.multi_region_p95"]
+    assert any(c["user_mix"] == "seed_three" and c["regions"] == 3 and c["verdict"] == "holds" for c in mr.grid)
+    assert not any(c["user_mix"] == "global" and c["regions"] == 3 and c["verdict"] == "holds" for c in mr.grid)
+    edge = regions["q13.edge_p95"]
+    assert edge.verdict == "conditional" and edge.control["vanishes"]
+    assert all(c["verdict"] != "holds" for c in edge.grid if c["edge_hit_pct"] <= 90)
+    assert regions["q13.failover"].control["vanishes"]
+
+
 def test_outage_shorter_than_detection_is_not_measured_with_a_reason():
     r = LAB.run(0, outage_duration_s=20.0)  # 3 probes x 30 s cannot fit in 20 s
     assert math.isnan(r.metrics["pattern"]["failover_time_s"])
