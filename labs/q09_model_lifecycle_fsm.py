@@ -265,7 +265,7 @@ def _plot_graph(attempts: pd.DataFrame):
     nx.draw_networkx_labels(g, pos, {s: s.value for s in order}, ax=ax, font_size=8)
     nx.draw_networkx_edges(g, pos, ax=ax, arrows=True, arrowsize=14, node_size=1900, edge_color="#2471a3",
                            connectionstyle="arc3,rad=0.08")
-    labels = {(a, b): ", ".join(e["guards"]) for a, b, e in g.edges(data=True) if e["guards"]}
+    labels = {(a, b): "\n".join(e["guards"]) for a, b, e in g.edges(data=True) if e["guards"]}
     nx.draw_networkx_edge_labels(g, pos, labels, ax=ax, font_size=7, font_color="#7d3c98")
     off = attempts[attempts["category"] == "skipped a stage"].groupby(["from_stage", "to_stage"]).size()
     bad = nx.DiGraph()
@@ -276,6 +276,7 @@ def _plot_graph(attempts: pd.DataFrame):
                                connectionstyle="arc3,rad=-0.35")
         nx.draw_networkx_edge_labels(bad, pos, {e: f"{bad.edges[e]['k']} tried" for e in bad.edges}, ax=ax,
                                      font_size=7, font_color="#c0392b", connectionstyle="arc3,rad=-0.35")
+    ax.margins(0.1, 0.15)
     ax.set_axis_off()
     return fig
 
