@@ -1,23 +1,25 @@
-"""Q11: latency percentiles, dynamic batching and INT8 quantization of a real model.
+"""Q11: latency percentiles, dynamic batching and INT8 quantization of a real model, by model size.
 
-The model is real: a PyTorch MLP trained on scikit-learn's 8x8 digits, and the same
-network after dynamic INT8 quantization (``sim.models``). The lab times nothing
-itself: it reads the committed profiles ``data/profiles/mlp.json`` and
-``mlp_int8.json`` (``sim.profiles``), measured wall times of one call per batch size.
-A simulated server puts Triton's dynamic batcher (``sim.batcher``) in front of the
-model; each batch takes a time drawn from the profile at its size. All arms share
-the Poisson arrivals and the service-time quantiles (common random numbers). The
-server is ``sim.batcher.simulate_batching``, exact and checked against SimPy.
+The model is real: a PyTorch MLP (hidden width 256, 1024 or 2048) trained on scikit-learn's 8x8
+digits, and the same network after dynamic INT8 quantization (``sim.models``). The lab times
+nothing itself by default: it reads the committed profiles ``data/profiles/mlp_w<width>.json``
+and ``mlp_int8_w<width>.json`` (``sim.profiles``), measured wall times of one call per batch
+size, or (``profiles = this_machine``) the same models timed once on this machine. A simulated
+server puts Triton's dynamic batcher (``sim.batcher``) in front of the model; each batch takes a
+time drawn from the profile at its size, times ``service_scale``. All arms share the Poisson
+arrivals and the service-time quantiles (common random numbers). Capacity is the highest offered
+rate whose P99 stays within ``slo_ms`` (``sim.inference.capacity_within_slo``).
 """
 from __future__ import annotations
 
 import functools
 
 import numpy as np
-import pandas as pd
 
 from sim.batcher import DynamicBatchingConfig, QuantileService, simulate_batching
-from sim.profiles import Profile, load_reference_profile
+from sim.inference import (capacity_within_slo, cpu_differs, geometric_rates, load_sweep, saturation_rps, scaled,
+                           speedup_table)
+from sim.profiles import Profile, cpu_model, load_reference_profile, width_profile_name
 from sim.rng import Streams
 
 from .contract import Arm, Exercise, Lab, Outcome, Param, Rule
@@ -26,21 +28,26 @@ from .measure import Measurements
 
 FP32, INT8 = "mlp", "mlp_int8"
 ARMS = ("baseline", "pattern", "int8")
+MODELS = {"baseline": FP32, "pattern": FP32, "int8": INT8}
+WIDTHS = (256, 1024, 2048)
 PREFERRED_CHOICES = ("none", "4", "8", "16", "32", "4,8", "8,16", "16,32", "4,8,16,32")
 SWEEP_POINTS = 10  # offered loads in the load sweep
-SATURATION_BATCHES = 2000  # the backlog run for saturation throughput sends at least this many batches
 
 
 @functools.lru_cache(maxsize=None)
-def profile(name: str) -> Profile:
-    """A committed reference profile (read once per process)."""
-    return load_reference_profile(name)
+def profile(name: str, width: int = 256, source: str = "reference") -> Profile:
+    """The profile of ``name`` at ``width``: the committed reference, or measured once on this machine."""
+    if source == "this_machine":
+        from sim.models import profile_here
+
+        return profile_here(name, width)
+    return load_reference_profile(width_profile_name(name, width))
 
 
 @functools.lru_cache(maxsize=512)
-def service_dist(name: str, batch_size: int):
-    """The measured seconds of one call of ``name`` at ``batch_size`` (sim.dist.Empirical), cached."""
-    return profile(name).service_time(batch_size)
+def service_dist(name: str, batch_size: int, width: int = 256, source: str = "reference", scale: float = 1.0):
+    """Seconds of one call of ``name`` at ``batch_size`` (sim.dist.Empirical), times ``scale``, cached."""
+    return scaled(profile(name, width, source).service_time(batch_size), scale)
 
 
 def _preferred(text: str) -> tuple[int, ...]:
@@ -69,13 +76,14 @@ class InferenceMetricsLab(Lab):
             Arm("int8", "Batching + INT8", "the same batcher serving the dynamically quantized INT8 model"),
             Arm("comparison", "Between arms", "ratios: batching over no batching, INT8 over FP32"))
     assumptions = (
-        "Service times are the committed measurements (data/profiles/mlp.json, mlp_int8.json); "
-        "batch sizes between measured ones are interpolated by sim.profiles.",
+        "Service times are the committed measurements (data/profiles/mlp_w<width>.json, mlp_int8_w<width>.json) "
+        "or this machine's (profiles); batch sizes between measured ones are interpolated by sim.profiles.",
+        "service_scale multiplies every measured call time: the measured shape at another size of model or machine.",
         "The k-th batch of every arm takes the same quantile of its size's measured times (common random numbers).",
         "A model instance is one single-threaded CPU core running one batch at a time; utilization is its "
         "busy share (the seed's GPU utilization).",
-        "Saturation throughput is completions per second with an always-full queue on the same random numbers; "
-        "capacity_rps is the renewal formula instances x B / E[S(B)].",
+        "Capacity is the highest offered rate whose P99 stays within slo_ms (searched on the same arrivals); "
+        "saturation throughput is completions per second with an always-full queue.",
         "Throughput counts requests completed within the arrival window, divided by the window.",
         "Accuracy is measured on the same 450 test digits for both models (one digit is 0.22 points).",
     )
@@ -87,9 +95,11 @@ class InferenceMetricsLab(Lab):
     refine_param = "requests"
     budget_s = 0.5
     params = (
-        Param("rate_rps", 4000.0, 10.0, 200000.0, unit="req/s", key=True,
+        Param("rate_rps", 4000.0, 1.0, 200000.0, unit="req/s", key=True,
               help="offered load: Poisson arrivals per second, all arms"),
         request_budget(10000, 1000, 200000),
+        Param("width", 256, choices=WIDTHS, unit="units", key=True,
+              help="hidden width of the MLP (64 -> width -> width -> 10): the model's size"),
         Param("max_batch_size", 32, 1, 64, unit="requests", key=True,
               help="largest batch the model takes (Triton max_batch_size; 64 = largest measured)"),
         Param("preferred_batch_size", "none", choices=PREFERRED_CHOICES,
@@ -98,17 +108,25 @@ class InferenceMetricsLab(Lab):
               help="longest hold of the oldest request waiting for a fuller batch (Triton default 0)"),
         Param("instance_count", 1, 1, 8, unit="instances", key=True,
               help="model instances, each one core running one batch at a time (all arms)"),
+        Param("service_scale", 1.0, 1.0, 2000.0, unit="x", key=True,
+              help="multiplies every measured call time (e.g. 200: a 0.25 ms call becomes 50 ms)"),
+        Param("slo_ms", 300.0, 1.0, 10000.0, unit="ms",
+              help="P99 objective that capacity is read against (the seed's target: 300 ms)"),
+        Param("profiles", "reference", choices=("reference", "this_machine"),
+              help="call times: the committed reference profiles, or measured once on this machine"),
         Param("sweep_requests", 1500, 200, 50000, unit="requests",
               help="requests per offered-load point of the load sweep plot"),
     )
     exercises = (
-        Exercise("Cap batches at 4 requests (max_batch_size = 4). Does the gain in saturation throughput over "
+        Exercise("Cap batches at 4 requests (max_batch_size = 4). Does the gain in capacity over "
                  "no batching now land in the seed's 3-5x?", {"max_batch_size": 4}, ("comparison", "throughput_gain_x")),
         Exercise("At 1000 req/s, let the batcher hold requests up to 10 ms for fuller batches (the seed's "
                  "'collect 10-50 ms'). What happens to the pattern's median latency, and to its batch size?",
                  {"rate_rps": 1000.0, "max_queue_delay_microseconds": 10000}, ("pattern", "p50_ms")),
         Exercise("Drop the offered load to 250 req/s. How large is the unbatched service's P99 compared with its P50 now?",
                  {"rate_rps": 250.0}, ("baseline", "p99_over_p50_x")),
+        Exercise("Make the model 2048 wide. How much faster is the INT8 call than the FP32 one at batch 32?",
+                 {"width": 2048}, ("comparison", "int8_speedup_x")),
     )
 
     # ------------------------------------------------------------------ model
@@ -119,25 +137,23 @@ class InferenceMetricsLab(Lab):
 
     def simulate(self, seed: int, p) -> Outcome:
         cfgs = self.configs(p)
-        names = {"baseline": FP32, "pattern": FP32, "int8": INT8}
-        prof = {arm: profile(name) for arm, name in names.items()}
+        prof = {arm: profile(MODELS[arm], p.width, p.profiles) for arm in ARMS}
         streams = Streams(seed)
         n = p.requests
         unit_arrivals = np.cumsum(streams["arrivals"].exponential(1.0, n))  # rate 1; rate r uses unit_arrivals / r
         uniforms = streams["service"].random(n)
-        services = {arm: QuantileService(functools.partial(service_dist, names[arm]), uniforms) for arm in ARMS}
-
+        services = {arm: QuantileService(functools.partial(_dist, MODELS[arm], p.width, p.profiles, p.service_scale),
+                                         uniforms) for arm in ARMS}
         arrivals = unit_arrivals / p.rate_rps
         window = float(arrivals[-1])
         m = Measurements((*ARMS, "comparison"))
         saturation = {}
+        no_capacity = f"even a nearly idle server misses the P99 objective of {p.slo_ms:g} ms, so it has no capacity"
         for arm in ARMS:
             cfg, svc = cfgs[arm], services[arm]
             run = simulate_batching(arrivals, cfg, svc)
-            b_sat = cfg.saturated_batch_size
-            backlog = b_sat * max(-(-n // b_sat), SATURATION_BATCHES)
-            sat_run = simulate_batching(np.zeros(backlog), cfg, svc)
-            saturation[arm] = backlog / float(sat_run.batch_end.max())
+            saturation[arm] = saturation_rps(cfg, svc, n)
+            cap = capacity_within_slo(unit_arrivals, cfg, svc, saturation[arm], p.slo_ms * 1e-3)
             m.percentiles(arm, run.latency, (50, 95, 99))
             m.batch_mean(arm, "mean_ms", run.latency * 1e3)
             m.ratio(arm, "p99_over_p50_x", (arm, "p99_ms"), (arm, "p50_ms"))
@@ -146,33 +162,49 @@ class InferenceMetricsLab(Lab):
             m.value(arm, "utilization_pct", 100.0 * run.utilization(window))
             m.value(arm, "mean_batch_size", run.mean_batch_size())
             m.value(arm, "saturation_rps", saturation[arm])
-            m.value(arm, "capacity_rps", cfg.capacity_rps(svc.mean))
+            m.value(arm, "renewal_capacity_rps", cfg.capacity_rps(svc.mean))
+            m.value(arm, "capacity_rps", cap)
+            if cap > 0:
+                at_cap = simulate_batching(unit_arrivals / cap, cfg, svc)
+                m.value(arm, "utilization_at_capacity_pct", 100.0 * at_cap.utilization(float(unit_arrivals[-1] / cap)))
+            else:
+                m.missing(arm, "utilization_at_capacity_pct", no_capacity)
             m.value(arm, "load_pct", 100.0 * (n / window) / saturation[arm])
-            m.value(arm, "service_p50_ms", 1e3 * prof[arm].median(b_sat))
+            m.value(arm, "service_p50_ms", 1e3 * p.service_scale * prof[arm].median(cfg.saturated_batch_size))
             m.value(arm, "accuracy_pct", 100.0 * prof[arm].accuracy)
 
-        B = p.max_batch_size
-        ratio = _int8_ratios()
-        c = "comparison"
-        m.ratio(c, "throughput_gain_x", ("pattern", "saturation_rps"), ("baseline", "saturation_rps"))
-        m.ratio(c, "capacity_gain_x", ("pattern", "capacity_rps"), ("baseline", "capacity_rps"))
+        ratio = speedup_table(prof["pattern"], prof["int8"])
+        c, B = "comparison", p.max_batch_size
+        m.ratio(c, "throughput_gain_x", ("pattern", "capacity_rps"), ("baseline", "capacity_rps"),
+                missing="the unbatched server has no capacity within the P99 objective (idle P99 over slo_ms)")
+        m.ratio(c, "saturation_gain_x", ("pattern", "saturation_rps"), ("baseline", "saturation_rps"))
         m.ratio(c, "p99_reduction_x", ("baseline", "p99_ms"), ("pattern", "p99_ms"))
-        m.value(c, "int8_speedup_x", profile(FP32).median(B) / profile(INT8).median(B))
+        m.ratio(c, "batching_p99_x", ("pattern", "p99_ms"), ("baseline", "p99_ms"))
+        m.value(c, "int8_speedup_x", prof["pattern"].median(B) / prof["int8"].median(B))
         m.value(c, "int8_speedup_best_x", float(ratio["speedup_x"].max()))
         m.value(c, "int8_speedup_best_batch", float(ratio["speedup_x"].idxmax()))
-        m.ratio(c, "int8_saturation_gain_x", ("int8", "saturation_rps"), ("pattern", "saturation_rps"))
+        m.ratio(c, "int8_capacity_gain_x", ("int8", "capacity_rps"), ("pattern", "capacity_rps"),
+                missing="the FP32 batched server has no capacity within the P99 objective")
         m.ratio(c, "int8_p99_speedup_x", ("pattern", "p99_ms"), ("int8", "p99_ms"))
-        m.value(c, "accuracy_loss_pct", 100.0 * (profile(FP32).accuracy - profile(INT8).accuracy))
+        m.value(c, "accuracy_loss_pct", 100.0 * (prof["pattern"].accuracy - prof["int8"].accuracy))
 
-        load = _load_sweep(p, cfgs, services, unit_arrivals, saturation)
-        series = {"load": load, "profiles": ratio.reset_index()}
+        rates = geometric_rates(saturation, p.rate_rps, SWEEP_POINTS)
+        load = load_sweep(unit_arrivals, rates, {a: (cfgs[a], services[a]) for a in ARMS}, saturation, p.sweep_requests)
+        here = cpu_model()
+        other = sorted({prof[a].provenance.get("cpu", "?") for a in ARMS if cpu_differs(prof[a], here)})
         notes = [f"Simulated window: {window:.4g} s ({n} Poisson requests per arm at {p.rate_rps:g} req/s); "
-                 f"service times from {_provenance()}."]
+                 f"service times from {_provenance(p.width, p.profiles)}"
+                 + (f", times {p.service_scale:g}" if p.service_scale != 1 else "") + "."]
+        if other:
+            notes.append(f"The profiles were measured on another CPU ({', '.join(other)}) than this machine's ({here}); "
+                         "set profiles = this_machine to see whether a verdict changes here.")
         over = [f"{arm} ({m.metrics[arm]['load_pct']:.0f}%)" for arm in ARMS if m.metrics[arm]["load_pct"] >= 100]
         if over:
             notes.append("Overloaded (offered load over saturation throughput): " + ", ".join(over)
                          + "; their queues grow for the whole window, so their percentiles grow with requests.")
-        return Outcome(m, series, notes=notes, extras={"saturation_rps": saturation})
+        extras = {"saturation_rps": saturation, "profile_cpu": sorted({prof[a].provenance.get("cpu", "?") for a in ARMS}),
+                  "this_cpu": here, "profile_cpu_differs": bool(other)}
+        return Outcome(m, {"load": load, "profiles": ratio.reset_index()}, notes=notes, extras=extras)
 
     # ------------------------------------------------------------------ plots
     def plots(self, result):
@@ -220,54 +252,21 @@ class InferenceMetricsLab(Lab):
 
 
 # ---------------------------------------------------------------------- helpers
-@functools.lru_cache(maxsize=1)
-def _int8_ratios() -> pd.DataFrame:
-    """Median seconds per call of both models at every measured batch size, and their ratio."""
-    fp, q8 = profile(FP32), profile(INT8)
-    sizes = [b for b in fp.batch_sizes if b in q8.batch_sizes]
-    df = pd.DataFrame({
-        "batch_size": sizes,
-        "fp32_ms": [1e3 * fp.median(b) for b in sizes],
-        "int8_ms": [1e3 * q8.median(b) for b in sizes],
-    }).set_index("batch_size")
-    df["speedup_x"] = df["fp32_ms"] / df["int8_ms"]
-    return df
+def _dist(name: str, width: int, source: str, scale: float, batch_size: int):
+    return service_dist(name, batch_size, width, source, scale)
 
 
-@functools.lru_cache(maxsize=1)
-def _provenance() -> str:
+@functools.lru_cache(maxsize=8)
+def _provenance(width: int, source: str) -> str:
     """Where the profiles were measured, in one clause."""
     def where(pr: Profile) -> str:
         v = pr.provenance
         return f"{v.get('cpu', '?')}, torch {v.get('torch', '?')}, {v.get('date', '?')}"
 
-    return (f"data/profiles/mlp.json ({where(profile(FP32))}) and mlp_int8.json ({where(profile(INT8))})")
-
-
-def _load_sweep(p, cfgs, services, unit_arrivals, saturation) -> pd.DataFrame:
-    """Throughput and P99 per arm over a geometric grid of offered loads (same random numbers at every load).
-
-    A point at rate r uses the first ``sweep_requests x max(1, r / lowest saturation)`` requests (at most the
-    request budget), so that points far above the unbatched capacity still span many full batches.
-    """
-    lo = 0.2 * min(saturation.values())
-    hi = 1.3 * max(saturation.values())
-    rates = np.unique(np.concatenate((np.geomspace(lo, hi, SWEEP_POINTS), [p.rate_rps])))
-    rows = []
-    for r in rates:
-        m = int(min(unit_arrivals.size, p.sweep_requests * max(1.0, r / min(saturation.values()))))
-        a = unit_arrivals[:m] / r
-        window = float(a[-1])
-        for arm in ARMS:
-            run = simulate_batching(a, cfgs[arm], services[arm])
-            lat_ms = run.latency * 1e3
-            rows.append({"arm": arm, "offered_rps": float(r), "requests": m,
-                         "throughput_rps": run.completed_by(window) / window,
-                         "p50_ms": float(np.percentile(lat_ms, 50)), "p99_ms": float(np.percentile(lat_ms, 99)),
-                         "utilization_pct": 100.0 * run.utilization(window), "mean_batch_size": run.mean_batch_size(),
-                         "saturation_rps": saturation[arm], "overloaded": bool(r >= saturation[arm])})
-    return pd.DataFrame(rows).sort_values(["arm", "offered_rps"], key=lambda c: c.map(ARMS.index) if c.name == "arm" else c,
-                                          kind="stable").reset_index(drop=True)
+    if source == "this_machine":
+        return f"the {width}-wide mlp and mlp_int8 timed on this machine ({where(profile(FP32, width, source))})"
+    return (f"data/profiles/{width_profile_name(FP32, width)}.json ({where(profile(FP32, width))}) and "
+            f"{width_profile_name(INT8, width)}.json ({where(profile(INT8, width))})")
 
 
 LAB = InferenceMetricsLab()

@@ -7,8 +7,9 @@ ships (``sklearn.datasets.load_digits``: 1797 images, 64 pixel features 0..16,
 ===========  =========  ====================================================
 name         family     what
 ===========  =========  ====================================================
-``mlp``      torch      MLP 64 -> 256 -> 256 -> 10 (ReLU), Adam, standardised
-                        inputs (the scaler lives inside the module as buffers)
+``mlp``      torch      MLP 64 -> H -> H -> 10 (ReLU), Adam, standardised
+                        inputs (the scaler lives inside the module as buffers);
+                        hidden width H = 256 by default, any of ``MLP_WIDTHS``
 ``mlp_int8`` torch      ``mlp`` after dynamic INT8 quantisation of its Linear
                         layers (``torch.ao.quantization.quantize_dynamic``)
 ``logreg``   sklearn    StandardScaler + LogisticRegression
@@ -90,6 +91,9 @@ __all__ = [
     "load_reference_profile",
     "measure_on_this_machine",
     "DEFAULT_MEASURE",
+    "MLP_WIDTHS",
+    "measure_plan",
+    "profile_here",
     "TRAIN_COUNTS",
 ]
 
@@ -99,6 +103,8 @@ TEST_SIZE = 0.25
 
 # MLP training recipe (~1 s on one quiet core; 97.5-98.4% test accuracy, seeds 0-5)
 MLP_HIDDEN = 256
+#: Hidden widths the labs use (``get_model("mlp", hidden=...)``); 256 is the default model.
+MLP_WIDTHS = (256, 1024, 2048)
 MLP_EPOCHS = 20
 MLP_BATCH = 128
 MLP_LR = 1e-3
@@ -106,12 +112,12 @@ FOREST_TREES = 200
 LOGREG_MAX_ITER = 2000
 
 
-def _recipe(name: str) -> dict[str, Any]:
+def _recipe(name: str, hidden: int = MLP_HIDDEN) -> dict[str, Any]:
     """What a cached model was trained with; a manifest whose recipe differs
     (e.g. after a change to the constants above) is not loaded: retrain."""
     common = {"data": "load_digits", "split_seed": SPLIT_SEED, "test_size": TEST_SIZE}
     if name == "mlp":
-        return {**common, "hidden": MLP_HIDDEN, "epochs": MLP_EPOCHS, "batch": MLP_BATCH,
+        return {**common, "hidden": int(hidden), "epochs": MLP_EPOCHS, "batch": MLP_BATCH,
                 "lr": MLP_LR, "optimizer": "adam"}
     if name == "logreg":
         return {**common, "scaler": True, "max_iter": LOGREG_MAX_ITER}
@@ -166,6 +172,7 @@ class TrainedModel:
     estimator: Any = field(repr=False)  # nn.Module or sklearn estimator
     _proba: Callable[[np.ndarray], np.ndarray] = field(repr=False)
     _predict: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+    hidden: int | None = None  # the mlp's hidden width (None for the scikit-learn models)
 
     def predict(self, X) -> np.ndarray:
         return self._predict(_as_rows(X))
@@ -203,11 +210,11 @@ class DigitsMLP(nn.Module):
         return self.net((x - self.mean) / self.scale)
 
 
-def _train_mlp(seed: int) -> DigitsMLP:
+def _train_mlp(seed: int, hidden: int = MLP_HIDDEN) -> DigitsMLP:
     X_train, _, y_train, _ = digits_split()
     with torch.random.fork_rng(devices=[]), torch_threads(1):
         torch.manual_seed(seed)
-        model = DigitsMLP()
+        model = DigitsMLP(hidden=hidden)
         xt = torch.from_numpy(np.array(X_train))
         yt = torch.from_numpy(np.array(y_train))
         std = xt.std(dim=0, unbiased=False)
@@ -333,13 +340,15 @@ CACHE = DiskCache("models", code=[__file__])
 _EXT = {"torch": "pt", "sklearn": "pkl"}
 
 
-def _cache_key(name: str, seed: int) -> dict:
+def _cache_key(name: str, seed: int, hidden: int = MLP_HIDDEN) -> dict:
+    if name == "mlp":
+        return {"model": name, "seed": int(seed), "recipe": _recipe(name, hidden)}
     return {"model": name, "seed": int(seed), "recipe": _recipe(name)}
 
 
-def cache_entry(name: str, seed: int = 0) -> tuple[Path, Path]:
-    """(payload file, manifest file) of a model's disk-cache entry."""
-    return CACHE.paths(name, _cache_key(name, seed), _EXT["torch" if name == "mlp" else "sklearn"])
+def cache_entry(name: str, seed: int = 0, hidden: int = MLP_HIDDEN) -> tuple[Path, Path]:
+    """(payload file, manifest file) of a model's disk-cache entry (the mlp's is keyed by its width too)."""
+    return CACHE.paths(name, _cache_key(name, seed, hidden), _EXT["torch" if name == "mlp" else "sklearn"])
 
 
 # --------------------------------------------------------------------------- building models
@@ -354,16 +363,16 @@ def _check_accuracy(name: str, acc: float, meta: dict) -> None:
         raise ValueError(f"cached {name} scores {acc}, its manifest says {meta.get('accuracy')}")
 
 
-def _build_mlp(seed: int) -> tuple[TrainedModel, DigitsMLP]:
+def _build_mlp(seed: int, hidden: int = MLP_HIDDEN) -> tuple[TrainedModel, DigitsMLP]:
     _, X_test, _, y_test = digits_split()
-    key = _cache_key("mlp", seed)
+    key = _cache_key("mlp", seed, hidden)
     module = None
     try:
         got = CACHE.get_torch_state("mlp", key)  # weights_only=True, after the SHA-256 check
         if got is None:
             raise LookupError("not cached")
         state, meta = got
-        module = DigitsMLP()
+        module = DigitsMLP(hidden=hidden)
         module.load_state_dict(state, strict=True)
         module.eval()
         acc = _accuracy(_torch_fns(module)[1], X_test, y_test)
@@ -372,7 +381,7 @@ def _build_mlp(seed: int) -> tuple[TrainedModel, DigitsMLP]:
     except Exception as exc:  # noqa: BLE001 — any cache problem means "retrain"
         _warn_retrain("mlp", exc)
         t0 = time.perf_counter()
-        module = _train_mlp(seed)
+        module = _train_mlp(seed, hidden)
         train_s = time.perf_counter() - t0
         TRAIN_COUNTS["mlp"] += 1
         acc = _accuracy(_torch_fns(module)[1], X_test, y_test)
@@ -382,7 +391,7 @@ def _build_mlp(seed: int) -> tuple[TrainedModel, DigitsMLP]:
     proba, predict = _torch_fns(module)
     n_params = int(sum(p.numel() for p in module.parameters()))
     tm = TrainedModel("mlp", "torch", acc, n_params, len(_state_dict_bytes(module)), seed,
-                      train_s, from_cache, X_test, y_test, module, proba, predict)
+                      train_s, from_cache, X_test, y_test, module, proba, predict, hidden=hidden)
     return tm, module
 
 
@@ -430,12 +439,12 @@ _BUILD_LOCK = threading.RLock()
 
 
 @functools.lru_cache(maxsize=None)
-def _model_in_process(name: str, seed: int, folder: str) -> TrainedModel:
+def _model_in_process(name: str, seed: int, folder: str, hidden: int = MLP_HIDDEN) -> TrainedModel:
     # ``folder`` (the cache folder) is part of the memo key: a new $ARCHLAB_CACHE is a new cache
     if name == "mlp":
-        return _build_mlp(seed)[0]
+        return _build_mlp(seed, hidden)[0]
     if name == "mlp_int8":
-        base = _model_in_process("mlp", seed, folder)
+        base = _model_in_process("mlp", seed, folder, hidden)
         t0 = time.perf_counter()
         q = _quantize(base.estimator)
         q_s = time.perf_counter() - t0
@@ -443,14 +452,15 @@ def _model_in_process(name: str, seed: int, folder: str) -> TrainedModel:
         acc = _accuracy(predict, base.X_test, base.y_test)
         return TrainedModel("mlp_int8", "torch", acc, base.n_params, len(_state_dict_bytes(q)), seed,
                             base.train_seconds + q_s, base.from_cache, base.X_test, base.y_test,
-                            q, proba, predict)
+                            q, proba, predict, hidden=hidden)
     if name in _SKLEARN_TRAINERS:
         return _build_sklearn(name, seed)
     raise KeyError(f"unknown model {name!r}; choose from {MODEL_NAMES}")
 
 
-def get_model(name: str, seed: int = 0) -> TrainedModel:
-    """The trained model ``name`` (one of ``MODEL_NAMES``) for ``seed``.
+def get_model(name: str, seed: int = 0, hidden: int = MLP_HIDDEN) -> TrainedModel:
+    """The trained model ``name`` (one of ``MODEL_NAMES``) for ``seed``; ``hidden`` is the
+    width of the mlp (and of the mlp that ``mlp_int8`` quantises), one of ``MLP_WIDTHS``.
 
     Trained on first use, then served from the in-process cache and the disk
     cache (see the module docstring). The returned object is shared: do not
@@ -460,8 +470,12 @@ def get_model(name: str, seed: int = 0) -> TrainedModel:
         raise KeyError(f"unknown model {name!r}; choose from {MODEL_NAMES}")
     if int(seed) != seed or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if hidden not in MLP_WIDTHS:
+        raise ValueError(f"hidden must be one of {MLP_WIDTHS}, got {hidden!r}")
+    if name not in ("mlp", "mlp_int8") and hidden != MLP_HIDDEN:
+        raise ValueError(f"only the mlp has a hidden width, not {name!r}")
     with _BUILD_LOCK:  # one trainer at a time (e.g. several explorer sessions)
-        return _model_in_process(name, int(seed), str(CACHE.folder))
+        return _model_in_process(name, int(seed), str(CACHE.folder), int(hidden))
 
 
 def clear_memory_cache() -> None:
@@ -470,13 +484,50 @@ def clear_memory_cache() -> None:
 
 
 # --------------------------------------------------------------------------- live measuring
+def measure_plan(name: str, hidden: int = MLP_HIDDEN) -> tuple[int, int]:
+    """(repeats, warmup) for timing ``name`` at ``hidden``: ``DEFAULT_MEASURE``, with fewer
+    repeats for wide MLPs (a 2048-wide batch of 64 costs milliseconds, so a whole
+    profile stays a few seconds)."""
+    r, w = DEFAULT_MEASURE[name]
+    if name in ("mlp", "mlp_int8") and hidden > MLP_HIDDEN:
+        r = max(40, r * MLP_HIDDEN // hidden * 2)  # 1024: 100, 2048: 50
+    return r, w
+
+
 def measure_on_this_machine(name: str, seed: int = 0, batch_sizes=DEFAULT_BATCH_SIZES,
-                            repeats: int | None = None, warmup: int | None = None) -> Profile:
+                            repeats: int | None = None, warmup: int | None = None,
+                            hidden: int = MLP_HIDDEN) -> Profile:
     """Measure ``name``'s latency profile live on this machine (the explorer's
     "measure on this machine" button). Trains the model first if it is not
-    cached. Defaults for repeats/warmup per model: ``DEFAULT_MEASURE``."""
-    model = get_model(name, seed)
-    r, w = DEFAULT_MEASURE[name]
+    cached. Defaults for repeats/warmup: ``measure_plan``."""
+    model = get_model(name, seed, hidden)
+    r, w = measure_plan(name, hidden)
     return measure_profile(model, batch_sizes=batch_sizes,
                            repeats=r if repeats is None else repeats,
                            warmup=w if warmup is None else warmup)
+
+
+#: Profiles measured on this machine, kept on disk per CPU model, library versions and this file's bytes.
+HERE_CACHE = DiskCache("profiles_here", code=[__file__])
+
+
+def profile_here(name: str, hidden: int = MLP_HIDDEN, seed: int = 0) -> Profile:
+    """``name``'s profile at ``hidden`` measured on this machine, once per machine (then from the disk cache).
+
+    The labs' ``profiles = this_machine`` setting reads this instead of the committed reference, so a reader
+    can see whether a verdict would change on their own CPU. Measuring trains the model first if needed.
+    """
+    from sim.profiles import cpu_model
+
+    key = {"model": name, "hidden": int(hidden), "seed": int(seed), "cpu": cpu_model(),
+           "torch": torch.__version__, "plan": list(measure_plan(name, hidden))}
+    with _BUILD_LOCK:
+        got = HERE_CACHE.get_json("profile", key)
+        if got is not None:
+            try:
+                return Profile.from_dict(got)
+            except (KeyError, TypeError, ValueError):
+                pass
+        prof = measure_on_this_machine(name, seed, hidden=hidden)
+        HERE_CACHE.put_json("profile", key, prof.to_dict())
+        return prof

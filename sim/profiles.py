@@ -275,6 +275,11 @@ class Profile:
         return cls.from_dict(json.loads(text))
 
 
+def width_profile_name(model: str, hidden: int) -> str:
+    """The reference file stem of ``model`` (mlp or mlp_int8) at hidden width ``hidden``: ``mlp_w1024``."""
+    return f"{model}_w{int(hidden)}"
+
+
 def load_reference_profile(name: str) -> Profile:
     """The committed reference profile ``data/profiles/<name>.json``."""
     path = REFERENCE_DIR / f"{name}.json"
@@ -372,7 +377,9 @@ def measure_profile(
                 t0 = clock()
                 predict(x)
                 out[b][r] = clock() - t0
+        width = {"hidden": int(model.hidden)} if getattr(model, "hidden", None) else {}
         prov = provenance(
+            **width,
             repeats=repeats,
             warmup=warmup,
             threads=threads,

@@ -222,6 +222,27 @@ def test_reference_profiles(name):
         assert st.quantile(0.5) == pytest.approx(p.median(b))
 
 
+@pytest.mark.parametrize("name", ["mlp", "mlp_int8"])
+@pytest.mark.parametrize("hidden", M.MLP_WIDTHS)
+def test_width_reference_profiles(name, hidden):
+    from sim.profiles import width_profile_name
+
+    p = load_reference_profile(width_profile_name(name, hidden))
+    assert p.model == name and p.provenance["hidden"] == hidden
+    assert PROVENANCE_KEYS <= set(p.provenance) and "loadavg_1m_before" in p.provenance
+    assert p.batch_sizes == (1, 2, 4, 8, 16, 32, 64) and 0.9 < p.accuracy <= 1.0
+
+
+def test_width_is_part_of_the_cache_key_and_the_default_keeps_its_key():
+    assert M.cache_entry("mlp", 0, 1024) != M.cache_entry("mlp", 0)
+    assert M.cache_entry("mlp", 0, 256) == M.cache_entry("mlp", 0)
+    with pytest.raises(ValueError, match="hidden"):
+        M.get_model("mlp", 0, hidden=300)
+    with pytest.raises(ValueError, match="hidden width"):
+        M.get_model("logreg", 0, hidden=1024)
+    assert M.measure_plan("mlp", 2048)[0] < M.measure_plan("mlp", 256)[0]
+
+
 def test_reference_accuracy_matches_trained_models(models):
     for name, m in models.items():
         assert load_reference_profile(name).accuracy == pytest.approx(m.accuracy, abs=1e-6)
