@@ -26,7 +26,7 @@ from sim.dist import Zipf
 from sim.metrics import OK, batch_means, wilson
 from sim.rng import Streams
 
-from .contract import Arm, Exercise, Lab, Outcome, Param
+from .contract import Arm, Exercise, Lab, Outcome, Param, Rule
 from .measure import Measurements
 
 DEPS = ("features", "large_model", "small_model", "catalog")
@@ -122,6 +122,9 @@ class GracefulDegradationLab(Lab):
         Param("error_ms", 5.0, 0.0, 10000.0, unit="ms", help="time for a failing call in error mode"),
         Param("incident_s", 30.0, 10.0, 600.0, unit="s", help="incident replay window; the outage is its middle half"),
     )
+    rules = (Rule("incident_s", ("incident_s", "rate_rps"),
+                  lambda p: None if p.rate_rps * p.incident_s <= 40000 else
+                  f"at most {40000 / p.rate_rps:g} s so the replay stays within 40000 requests (rate_rps x incident_s)"),)
     parts = {"incident": ("rate_rps", "failures", "fallbacks", "large_model", "small_model", "large_timeout_ms",
                           "small_timeout_ms", "max_concurrent_calls", "max_wait_duration_ms", "network_ms",
                           "outage_mode", "error_ms", "incident_s")}
@@ -135,7 +138,7 @@ class GracefulDegradationLab(Lab):
     )
 
     def prepare(self, seed: int = 0) -> None:
-        for name in MODELS[:2]:
+        for name in MODELS:  # the four models the settings offer, trained and predicted once
             predictions(name)
 
     def simulate(self, seed: int, p) -> Outcome:
