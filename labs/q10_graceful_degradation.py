@@ -19,10 +19,10 @@ import pandas as pd
 import simpy
 
 from sim.bulkhead import Bulkhead, BulkheadConfig, guarded_call
-from sim.cache import DiskCache
 from sim.components import poisson_arrivals
 from sim.dependencies import Dependency, Timeline, combine, parallel, series
 from sim.dist import Zipf
+from sim.fallback import cached_answer_age, first_available, predictions, tier_quality
 from sim.metrics import OK, batch_means, wilson
 from sim.rng import Streams
 
@@ -36,23 +36,6 @@ TIERS = ("large", "small", "cache", "popular")
 FALLBACKS = ("none", "small", "small+cache", "small+cache+popular")
 MODELS = ("mlp", "logreg", "mlp_int8", "forest")
 HOURS_PER_YEAR = 8766.0
-CACHE = DiskCache("q10", code=["sim/models.py"])
-
-
-@functools.lru_cache(maxsize=8)
-def predictions(name: str) -> dict:
-    """Held-out digit labels and ``name``'s predictions on them (model seed 0), cached on disk."""
-    key = {"model": name, "seed": 0}
-    got = CACHE.get_json("predictions", key)
-    if got is None:
-        from sim.models import digits_split, get_model
-
-        m = get_model(name, 0)
-        y_train = digits_split()[2]
-        got = {"y": m.y_test.tolist(), "pred": m.predict(m.X_test).tolist(),
-               "majority": int(np.bincount(y_train).argmax())}
-        CACHE.put_json("predictions", key, got)
-    return {k: np.asarray(v) if isinstance(v, list) else v for k, v in got.items()}
 
 
 @functools.lru_cache(maxsize=8)
@@ -146,7 +129,8 @@ class GracefulDegradationLab(Lab):
         m = Measurements(("baseline", "pattern", "comparison"))
         a = _availability_part(streams, p)
         large, small = predictions(p.large_model), predictions(p.small_model)
-        acc_l = float(np.mean(large["pred"] == large["y"]))
+        q = tier_quality(large, small)
+        acc_l = q["large"]
         for arm in ("baseline", "pattern"):
             _share(m, arm, "availability_pct", a[arm]["tier"] >= 0)
             if a["failures"]:
@@ -158,7 +142,6 @@ class GracefulDegradationLab(Lab):
             lost = a["baseline"]["tier"] < 0
             m.batch_mean(arm, "functionality_pct", 100 * a[arm]["quality"][lost] / acc_l,
                          missing="no dependency on the strict path failed in the sampled requests")
-        q = _tier_quality(p)
         for k, tier in enumerate(TIERS):
             served = a["pattern"]["tier"] == k
             m.share("pattern", f"share_{tier}_pct", served.sum(), served.size)
@@ -221,10 +204,9 @@ def _availability_part(streams: Streams, p) -> dict:
     since_h = t - models.down_since(t)  # hours since no model tier could answer (NaN while one can)
     users = Zipf(p.users, p.zipf_s)
     share = users.weights[users.sample(streams["users"], n)]
-    gap_s = streams["cache"].exponential(1.0, n) / (p.rate_rps * share)  # back to the user's last fresh answer
-    age_s = np.where(np.isnan(since_h), 0.0, since_h * 3600.0 + gap_s)
+    age_s = np.nan_to_num(cached_answer_age(streams["cache"], since_h * 3600.0, p.rate_rps * share))
     hit = ~models.up_at(t) & (age_s <= p.max_cache_age_s) & (p.max_cache_age_s > 0)
-    q = _tier_quality(p)
+    q = tier_quality(predictions(p.large_model), predictions(p.small_model))
     fresh = np.exp(-p.drift_per_h * age_s / 3600.0)  # chance the user's interest has not moved since caching
     quality = np.stack([np.full(n, q["large"]), np.full(n, q["small"]), fresh * q["large"] + (1 - fresh) * q["stale"],
                         np.full(n, q["popular"])])
@@ -232,7 +214,7 @@ def _availability_part(streams: Streams, p) -> dict:
     on = [True] + [t_ in p.fallbacks for t_ in TIERS[1:]] if p.fallbacks != "none" else [True, False, False, False]
     first = up["features"] & up["large_model"] & (up["catalog"] | (p.fallbacks != "none"))
     chain = np.stack([first, up["features"] & up["small_model"], hit, up["catalog"]]) & np.array(on)[:, None]
-    tier_p = np.where(chain.any(axis=0), chain.argmax(axis=0), -1)
+    tier_p = first_available(chain)
     tier_b = np.where(strict_ok, 0, -1)
     out = {}
     for arm, tier in (("baseline", tier_b), ("pattern", tier_p)):
@@ -258,16 +240,6 @@ def _availability_part(streams: Streams, p) -> dict:
                                 "simulated_pct": [100 * tl[d].availability() for d in DEPS],
                                 "failures": [tl[d].failures for d in DEPS]})
     return out
-
-
-def _tier_quality(p) -> dict:
-    """Accuracy of each tier's answer on the held-out digits: the models', a stale answer's, the majority class'."""
-    large, small = predictions(p.large_model), predictions(p.small_model)
-    y = large["y"]
-    shares = lambda a: np.bincount(a, minlength=10) / a.size  # noqa: E731
-    return {"large": float(np.mean(large["pred"] == y)), "small": float(np.mean(small["pred"] == y)),
-            "stale": float(shares(large["pred"]) @ shares(y)),  # an answer for another digit matches by chance
-            "popular": float(np.mean(y == large["majority"])), "n": int(y.size)}
 
 
 def _incident(streams: Streams, p) -> dict:

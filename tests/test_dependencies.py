@@ -59,3 +59,29 @@ def test_refuses_nonsense():
                 dict(mtbf=1.0, mttr=1.0, distribution="weibull", shape=0.0)):
         with pytest.raises(ValueError):
             Dependency("x", **bad)
+
+
+# ---------------------------------------------------------------- sim.fallback
+def test_first_available_tier_or_minus_one():
+    from sim.fallback import first_available
+
+    masks = [[True, False, False, False], [True, True, False, False], [False, True, True, False]]
+    assert first_available(masks).tolist() == [0, 1, 2, -1]
+
+
+def test_cached_answer_age_adds_an_exponential_gap_at_the_user_rate():
+    from sim.fallback import cached_answer_age
+
+    age = cached_answer_age(np.random.default_rng(0), np.full(200_000, 30.0), np.full(200_000, 0.1))
+    assert age.min() >= 30.0 and (age - 30.0).mean() == pytest.approx(10.0, rel=0.02)
+
+
+def test_tier_quality_from_predictions():
+    from sim.fallback import tier_quality
+
+    y = np.array([0, 0, 1, 1])
+    large = {"y": y, "pred": np.array([0, 0, 1, 0]), "majority": 1}
+    small = {"y": y, "pred": np.array([0, 1, 1, 0])}
+    q = tier_quality(large, small)
+    assert q["large"] == 0.75 and q["small"] == 0.5 and q["popular"] == 0.5
+    assert q["stale"] == pytest.approx(0.75 * 0.5 + 0.25 * 0.5)  # P(pred = c) x P(y = c), summed
