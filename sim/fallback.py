@@ -15,12 +15,13 @@ users who send Poisson requests (backward recurrence time: exponential at the us
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 
 from .cache import DiskCache
 
-CACHE = DiskCache("fallback", code=[__file__, "sim/models.py"])
+CACHE = DiskCache("fallback", code=[__file__, str(Path(__file__).with_name("models.py"))])
 
 
 def first_available(masks) -> np.ndarray:
