@@ -133,7 +133,9 @@ def reference_steps() -> dict:
 
 def quantile_times(samples, u: np.ndarray) -> np.ndarray:
     """Times at quantiles ``u`` of the measured samples (linear interpolation): common random numbers."""
-    return np.quantile(np.asarray(samples, dtype=float), u)
+    x = np.sort(np.asarray(samples, dtype=float))
+    u = np.asarray(u, dtype=float)
+    return np.interp(u * (x.size - 1), np.arange(x.size), x)
 
 
 if __name__ == "__main__":  # python -m sim.ml_pipeline [--write]

@@ -35,6 +35,7 @@ Modes of ``run_workflows``:
 """
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -169,23 +170,20 @@ class CrashSchedule:
 
     def __init__(self, times, restart_s: float):
         self.times = np.sort(np.asarray(times, dtype=float))
+        self._t = self.times.tolist()
         self.restart_s = float(restart_s)
 
     def crashed_in(self, t0: float, t1: float) -> bool:
         """Any crash in (t0, t1]."""
-        j = int(np.searchsorted(self.times, t0, side="right"))
-        return j < self.times.size and self.times[j] <= t1
-
-    def first_in(self, t0: float, t1: float) -> float | None:
-        j = int(np.searchsorted(self.times, t0, side="right"))
-        return float(self.times[j]) if j < self.times.size and self.times[j] <= t1 else None
+        j = bisect.bisect_right(self._t, t0)
+        return j < len(self._t) and self._t[j] <= t1
 
     def up_at(self, t: float) -> float:
         """The first time >= t at which the coordinator is up (a crash while restarting extends it)."""
         while True:
-            j = int(np.searchsorted(self.times, t, side="right")) - 1
-            if j >= 0 and self.times[j] + self.restart_s > t:
-                t = float(self.times[j] + self.restart_s)
+            j = bisect.bisect_right(self._t, t) - 1
+            if j >= 0 and self._t[j] + self.restart_s > t:
+                t = self._t[j] + self.restart_s
             else:
                 return t
 
@@ -236,6 +234,13 @@ class Draws:
     def steps(self) -> int:
         return self.work.shape[1]
 
+    def flat(self) -> dict[str, list]:
+        """The per-attempt draws as flat Python lists (fast to index), made once and shared by the arms."""
+        if not hasattr(self, "_flat"):
+            self._flat = {name: getattr(self, name).ravel().tolist() for name in
+                          ("work", "fails", "hangs", "lost_reply", "comp_work", "comp_fails", "comp_hangs")}
+        return self._flat
+
 
 @dataclass
 class SagaRun:
@@ -263,7 +268,7 @@ class _Engine:
         self.all = (1 << k) - 1
         self.log = DurableLog()
         self.slots_res = simpy.Resource(self.env, capacity=cfg.training_slots)
-        self.effects = np.zeros(n, dtype=np.int64)
+        self.eff = [0] * n  # resources per workflow (bit k: step k's), as Python ints
         self.status = np.full(n, DEAD, dtype=np.int8)
         self.end = np.full(n, np.nan)
         self.coord = np.zeros(n)
@@ -278,36 +283,39 @@ class _Engine:
         self.writes = {"no_saga": 0, "orchestration": 2, "choreography": 1}[m]
         self.start_writes = {"no_saga": 0, "orchestration": 1, "choreography": 1}[m]
         self.end_writes = 1 if m == "orchestration" else 0
-        self.attempt_cost = d.hop[..., :self.hops].sum(-1) + d.append[..., :self.writes].sum(-1)
+        self.attempt_cost = (d.hop[..., :self.hops].sum(-1) + d.append[..., :self.writes].sum(-1)).ravel().tolist()
+        self.draw = d.flat()
         self.abandoned = np.zeros(n, dtype=bool)
 
     # -------------------------------------------------------------- pieces
     def _cost(self, i: int, k: int, a: int) -> float:
-        c = float(self.attempt_cost[i, k, a % self.slots])
+        c = self.attempt_cost[(i * self.k + k) * self.slots + a % self.slots]
         self.coord[i] += c
         return c
 
-    def _attempt(self, i: int, k: int, a: int, compensation: bool = False):
-        """One attempt of step (or compensation) k; returns True on a reply of success."""
-        d, s, env = self.d, a % self.slots, self.env
+    def _attempt(self, i: int, k: int, a: int, compensation: bool = False, extra: float = 0.0):
+        """One attempt of step (or compensation) k; returns True on a reply of success.
+
+        ``extra`` is coordination time paid with it (the workflow's first or last durable write)."""
+        d, env = self.draw, self.env
+        j = (i * self.k + k) * self.slots + a % self.slots
         timeout = self.cfg.start_to_close_timeout
         if compensation:
-            work, fails, hangs, lost = d.comp_work[i, k, s], d.comp_fails[i, k, s], d.comp_hangs[i, k, s], False
+            work, fails, hangs, lost = d["comp_work"][j], d["comp_fails"][j], d["comp_hangs"][j], False
         else:
-            work, fails, hangs, lost = d.work[i, k, s], d.fails[i, k, s], d.hangs[i, k, s], d.lost_reply[i, k, s]
+            work, fails, hangs, lost = d["work"][j], d["fails"][j], d["hangs"][j], d["lost_reply"][j]
         too_slow = work > timeout
         busy = timeout if (hangs or too_slow) else work
-        cost = self._cost(i, k, a)
+        cost = self._cost(i, k, a) + extra
         if k == self.cfg.training_step and not compensation:  # a bulkhead: training_slots at a time
-            yield env.timeout(cost)
-            with self.slots_res.request() as slot:
+            with self.slots_res.request() as slot:  # (the slot is held for the messages too)
                 yield slot
-                yield env.timeout(busy)
+                yield env.timeout(cost + busy)
         else:
             yield env.timeout(cost + busy)
         done = (hangs and lost and not too_slow) if (hangs or too_slow) else not fails
         if done:  # the work happened (for a lost reply, nobody was told)
-            self.effects[i] = self.effects[i] & ~(1 << k) if compensation else self.effects[i] | (1 << k)
+            self.eff[i] = self.eff[i] & ~(1 << k) if compensation else self.eff[i] | (1 << k)
         ok = done and not hangs
         if not ok and not compensation:
             self.wasted[i] += busy
@@ -331,7 +339,7 @@ class _Engine:
 
     def _finish(self, i: int, status: int) -> None:
         self.status[i], self.end[i] = status, self.env.now
-        e = self.effects[i]
+        e = self.eff[i]
         self.partial[i] = (e != 0 and e != self.all) or ((status == COMPLETED) != (e == self.all))
 
     # -------------------------------------------------------------- no saga
@@ -366,9 +374,8 @@ class _Engine:
         if up > env.now:
             yield env.timeout(up - env.now)
         st = WorkflowState()
-        start_cost = float(self.d.append[i, 0, self.slots - 1, :self.start_writes].sum())
-        self.coord[i] += start_cost
-        yield env.timeout(start_cost)
+        extra = float(self.d.append[i, 0, self.slots - 1, :self.start_writes].sum())  # paid with the first attempt
+        self.coord[i] += extra
         self._record(i, st, "workflow_started")
         comp_start = None
         while st.finished is None:
@@ -377,7 +384,8 @@ class _Engine:
                 if k == self.k:
                     end_cost = float(self.d.append[i, self.k - 1, self.slots - 1, :self.end_writes].sum())
                     self.coord[i] += end_cost
-                    yield env.timeout(end_cost)
+                    if end_cost > 0:
+                        yield env.timeout(end_cost)
                     self._record(i, st, "completed")
                     break
                 if cfg.add_compensation == "before_step" and k not in st.compensations:
@@ -386,10 +394,11 @@ class _Engine:
                 a = st.attempts[k]
                 self.attempts[i] += 1
                 t0 = env.now
-                ok = yield from self._attempt(i, k, a - 1)
+                ok = yield from self._attempt(i, k, a - 1, extra=extra)
+                extra = 0.0
                 if crashes.crashed_in(t0, env.now):
                     if ok:
-                        self.wasted[i] += float(self.d.work[i, k, (a - 1) % self.slots])
+                        self.wasted[i] += self.draw["work"][(i * self.k + k) * self.slots + (a - 1) % self.slots]
                     st = yield from self._resume(i)  # the reply died with the coordinator: run it again
                     continue
                 if ok:
@@ -467,7 +476,7 @@ class _Engine:
 
         env.process(source())
         env.run()
-        return SagaRun(self.status, self.effects, arrivals, self.end, self.coord, self.comp_s, self.wasted,
+        return SagaRun(self.status, np.array(self.eff, dtype=np.int64), arrivals, self.end, self.coord, self.comp_s, self.wasted,
                        self.attempts, self.resumes, self.partial, self.abandoned, self.log.appends, self.all)
 
 
