@@ -1,17 +1,19 @@
-"""Suite-wide set-up: a new, empty cache folder per test session, then the labs' caches.
+"""Suite-wide set-up: new, empty cache and data folders per test session, then the labs' caches.
 
-Tests never read or write the user's cache: the controlling process makes one
-temporary folder, points ``ARCHLAB_CACHE`` and ``XDG_CACHE_HOME`` at it through
-``os.environ`` (xdist workers and notebook kernels started later inherit it) and
-removes it at the end, so every run tests a cold start. It then builds the labs'
-expensive caches (trained models, extraction curves) once, in the controller only,
-so parallel workers do not race to build the same entries and timed tests run warm.
+Tests never read or write the user's cache or data: the controlling process makes
+one temporary folder, points ``ARCHLAB_CACHE``, ``ARCHLAB_DATA`` and the XDG folders
+at it through ``os.environ`` (xdist workers and notebook kernels started later
+inherit them) and removes it at the end, so every run tests a cold start. When the
+run covers whole folders (the CI command), it then builds the labs' expensive caches
+(trained models, extraction curves) once, in the controller, so parallel workers do
+not build the same entries twice; a run of named test files skips that.
 """
 import os
 import shutil
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 _MADE: list[str] = []
 
@@ -19,10 +21,13 @@ _MADE: list[str] = []
 def pytest_configure(config):
     if hasattr(config, "workerinput"):  # an xdist worker: the controller already did it
         return
-    root = tempfile.mkdtemp(prefix="archlab-test-cache-")
+    root = tempfile.mkdtemp(prefix="archlab-test-")
     _MADE.append(root)
-    os.environ["ARCHLAB_CACHE"] = os.path.join(root, "archlab")
-    os.environ["XDG_CACHE_HOME"] = os.path.join(root, "xdg")
+    for var, sub in (("ARCHLAB_CACHE", "archlab-cache"), ("ARCHLAB_DATA", "archlab-data"),
+                     ("XDG_CACHE_HOME", "xdg-cache"), ("XDG_DATA_HOME", "xdg-data")):
+        os.environ[var] = os.path.join(root, sub)
+    if not any(Path(a.split("::")[0]).is_dir() for a in config.args):
+        return
     from labs import all_labs
 
     for lab in all_labs():
