@@ -208,47 +208,27 @@ class InferenceMetricsLab(Lab):
 
     # ------------------------------------------------------------------ plots
     def plots(self, result):
-        from .plotting import figure, lines_by_arm
+        from .plotting import line_chart
 
-        load = result.series["load"]
-        rate = result.params["rate_rps"]
-        figs = []
-        for y, title, ylabel in (("throughput_rps", "Throughput vs offered load (dotted: each arm's saturation)",
-                                  "completed req/s (log)"),
-                                 ("p99_ms", "P99 latency vs offered load (open markers: overloaded)", "P99 (ms, log)")):
-            fig = lines_by_arm(load, "offered_rps", y, title, ylabel, logy=True)
-            ax = fig.axes[0]
-            ax.set_xscale("log")
-            ax.set_xlabel("offered load (req/s, log)")
-            colours = {ln.get_label(): ln.get_color() for ln in ax.get_lines()}
-            for arm, df in load.groupby("arm", sort=False):
-                over = df[df["overloaded"]]
-                ax.plot(over["offered_rps"], over[y], ls="none", marker="o", mfc="white", color=colours.get(arm))
-                if y == "throughput_rps":
-                    ax.axhline(df["saturation_rps"].iloc[0], color=colours.get(arm), ls=":", lw=1)
-            ax.axvline(rate, color="0.4", ls="--", lw=1, label=f"this run ({rate:g} req/s)")
-            if y == "p99_ms":
-                ax.axhline(300, color="0.6", ls="-.", lw=1, label="seed target 300 ms")
-            ax.legend(loc="best", fontsize=8)
-            figs.append(fig)
-
-        prof = result.series["profiles"]
-        fig, ax = figure("Measured time of one predict() call (median) per batch size")
-        ax.plot(prof["batch_size"], prof["fp32_ms"], marker="o", label="FP32 (mlp)", color="#2471a3")
-        ax.plot(prof["batch_size"], prof["int8_ms"], marker="s", label="INT8 (mlp_int8)", color="#27ae60")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("batch size (log2)")
-        ax.set_ylabel("median ms per call")
-        ax2 = ax.twinx()
-        ax2.plot(prof["batch_size"], prof["speedup_x"], ls="--", color="#7d3c98", label="INT8 speedup (FP32 / INT8)")
-        ax2.axhspan(2, 4, color="#7d3c98", alpha=0.08, label="claimed 2-4x")
-        ax2.set_ylabel("speedup (x)")
-        ax2.set_ylim(0, max(4.5, float(prof["speedup_x"].max()) * 1.1))
-        h1, l1 = ax.get_legend_handles_labels()
-        h2, l2 = ax2.get_legend_handles_labels()
-        ax.legend(h1 + h2, l1 + l2, loc="upper left", fontsize=8)
-        figs.append(fig)
-        return figs
+        load, rate = result.series["load"], result.params["rate_rps"]
+        here = [("x", rate, f"this run ({rate:g} req/s)")]
+        sat = [("y", df["saturation_rps"].iloc[0], f"{arm} saturation") for arm, df in load.groupby("arm", sort=False)]
+        prof = result.series["profiles"].melt("batch_size", ["fp32_ms", "int8_ms"], var_name="model",
+                                               value_name="ms")
+        speed = result.series["profiles"].assign(what="INT8 speedup (FP32 / INT8)")
+        return [
+            line_chart(load, "offered_rps", "throughput_rps", "Throughput vs offered load", "offered load (req/s, log)",
+                       "completed req/s (log)", log_x=True, log_y=True, points=True, rules=here + sat),
+            line_chart(load, "offered_rps", "p99_ms", "P99 latency vs offered load", "offered load (req/s, log)",
+                       "P99 (ms, log)", log_x=True, log_y=True, points=True,
+                       rules=here + [("y", 300, "seed target 300 ms")]),
+            line_chart(prof, "batch_size", "ms", "Measured time of one predict() call (median) per batch size",
+                       "batch size (log)", "median ms per call (log)", color="model", log_x=True, log_y=True,
+                       points=True),
+            line_chart(speed, "batch_size", "speedup_x", "INT8 speedup per batch size (claimed 2-4x shaded)",
+                       "batch size (log)", "FP32 / INT8 (x)", color="what", log_x=True, points=True,
+                       rules=[("y", 2, "2x"), ("y", 4, "4x")]),
+        ]
 
 
 # ---------------------------------------------------------------------- helpers

@@ -334,40 +334,27 @@ class HorizontalScalingLab(Lab):
         return Outcome(m, series, notes=notes)
 
     def plots(self, result):
-        from .plotting import ARM_COLOURS, figure, grouped_bars, shade
+        from .plotting import bar_chart, line_chart
 
-        figs = []
         sc = result.series["scaling"]
-        fig, ax = figure("Throughput vs replicas: at a fixed utilisation (solid) and within the P99 objective (dotted)")
-        for arm, df in sc.groupby("arm", sort=False):
-            colour = ARM_COLOURS.get(arm, "#148f77")
-            ax.plot(df["replicas"], df["throughput_rps"], marker="o", lw=1.4, label=LAB.arm(arm).label, color=colour)
-            ax.plot(df["replicas"], df["sustainable_rps"], marker=".", lw=1, ls=":", color=colour)
-        lin = sc[sc["arm"] == "pattern"]
-        ax.plot(lin["replicas"], lin["linear_rps"], ls="--", color="0.5", lw=1, label="linear (N x one replica)")
-        ax.set(xlabel="replicas", ylabel="requests/s")
-        ax.legend(loc="best", fontsize=8)
-        figs.append(fig)
-
+        fixed = sc.assign(what=sc["arm"].map(lambda a: f"{a}: fixed utilisation"))
+        slo = sc.assign(what=sc["arm"].map(lambda a: f"{a}: within the P99 objective"), throughput_rps=sc["sustainable_rps"])
+        lin = sc[sc["arm"] == "pattern"].assign(what="linear (N x one replica)", throughput_rps=lambda d: d["linear_rps"])
+        scaling = pd.concat([fixed, slo, lin], ignore_index=True)
         sh = result.series["share"]
-        table = sh.pivot(index="replica", columns="arm", values="share_pct")[[a for a in ARMS if a in set(sh["arm"])]]
-        figs.append(grouped_bars(table.rename(columns=lambda a: LAB.arm(a).label), "Share of requests per replica at the "
-                                 "probe load", "% of requests", 100 / len(table), "even share",
-                                 {LAB.arm(a).label: ARM_COLOURS.get(a) for a in ARMS})[0])
         tl, step = result.series["autoscale"], result.series["step"].iloc[0]
-        fig, ax = figure("Autoscaling after a load step (pattern arm): P99 per window and replicas")
-        shade(ax, [(step.step_at_s, tl["time_s"].max() + 10.0)], "after the step")
-        ax.plot(tl["time_s"], tl["p99_ms"], color=ARM_COLOURS["pattern"], lw=1.4, label="P99 per window")
-        ax.axhline(step.slo_p99_ms, color="#c0392b", ls="--", lw=1, label="SLO")
-        ax.set(yscale="log", xlabel="time (s)", ylabel="P99 (ms, log)")
-        ax2 = ax.twinx()
-        ax2.step(tl["time_s"], tl["spec_replicas"], where="post", color="0.3", lw=1, ls=":", label="replicas (spec)")
-        ax2.step(tl["time_s"], tl["ready_replicas"], where="post", color="#27ae60", lw=1.4, label="replicas ready")
-        ax2.set(ylabel="replicas", ylim=(0, max(tl["spec_replicas"].max(), 1) * 1.15))
-        (h1, l1), (h2, l2) = ax.get_legend_handles_labels(), ax2.get_legend_handles_labels()
-        ax.legend(h1 + h2, l1 + l2, loc="center right", fontsize=8)
-        figs.append(fig)
-        return figs
+        reps = tl.melt("time_s", ["spec_replicas", "ready_replicas"], var_name="replicas", value_name="count")
+        return [
+            line_chart(scaling, "replicas", "throughput_rps", "Throughput vs replicas", "replicas", "requests/s",
+                       color="what", points=True),
+            bar_chart(sh, "replica", "share_pct", "Share of requests per replica at the probe load", "% of requests",
+                      color="arm", rules=[(100 / sh["replica"].nunique(), "even share")]),
+            line_chart(tl.assign(arm="pattern"), "time_s", "p99_ms", "Autoscaling after a load step: P99 per window",
+                       "time (s)", "P99 (ms, log)", log_y=True, spans=[(step.step_at_s, tl["time_s"].max())],
+                       span_label="after the step", rules=[("y", step.slo_p99_ms, "SLO")]),
+            line_chart(reps, "time_s", "count", "Autoscaling after a load step: replicas", "time (s)", "replicas",
+                       color="replicas", spans=[(step.step_at_s, tl["time_s"].max())], span_label="after the step"),
+        ]
 
 
 def _service_label(p) -> str:

@@ -214,37 +214,31 @@ def _failover_metrics(m: Measurements, p, fo: dict) -> None:
 
 # ---------------------------------------------------------------------- plots
 def _plot_per_area(result):
-    from .plotting import grouped_bars
+    from .plotting import bar_chart
     df = result.series["per_area"]
-    table = df[df["share"] > 0].pivot(index="area", columns="arm", values="p95_ms")
-    return grouped_bars(table.reindex([a for a in AREAS if a in table.index])[list(ARMS)],
-                        "Steady-state P95 per user area vs the 100 ms target", "P95 (ms)", 100, "100 ms")[0]
+    df = df[df["share"] > 0].assign(order=lambda d: d["area"].map(AREAS.index)).sort_values(["order"])
+    return bar_chart(df, "area", "p95_ms", "Steady-state P95 per user area vs the 100 ms target", "P95 (ms)",
+                     color="arm", rules=[(100, "100 ms")])
 
 
 def _plot_timeline(result):
-    from .plotting import lines_by_arm
+    from .plotting import line_chart
     p, detected = result.params, result.metrics["pattern"]["detection_time_s"]
-    fig = lines_by_arm(result.series["timeline"], "time_s", "error_pct", f"Failed requests per window, "
-                       f"{p['failed_region']} down (shaded)", "failed requests (%)",
-                       [(p["outage_start_s"], p["outage_start_s"] + p["outage_duration_s"])])
-    if np.isfinite(detected):
-        fig.axes[0].axvline(p["outage_start_s"] + detected, color="k", ls=":", lw=1, label="Route 53 marks it down")
-        fig.axes[0].legend(fontsize=8)
-    return fig
+    marks = [("x", p["outage_start_s"] + detected, "Route 53 marks it down")] if np.isfinite(detected) else []
+    return line_chart(result.series["timeline"], "time_s", "error_pct", f"Failed requests per window, "
+                      f"{p['failed_region']} down", "time (s)", "failed requests (%)",
+                      spans=[(p["outage_start_s"], p["outage_start_s"] + p["outage_duration_s"])], rules=marks)
 
 
 def _plot_failover(result):
-    from .plotting import figure
-    grid, here, p = result.series["failover_grid"], result.metrics["pattern"]["failover_time_s"], result.params
-    fig, ax = figure(f"Failover (P95 of traffic, mean of replays) vs DNS TTL, failure_threshold {p['failure_threshold']}")
-    for interval, g in grid.groupby("request_interval"):
-        ax.plot(g["dns_ttl_s"], g["failover_time_s"], marker="o", lw=1.4, label=f"request_interval {interval:g} s")
-    ax.axhline(30, color="k", ls="--", lw=1, label="30 s claim")
-    ax.plot([p["dns_ttl_s"]] * int(np.isfinite(here)), [here] * int(np.isfinite(here)), "k*", ms=12, label="this run")
-    ax.set_xscale("symlog", linthresh=10)
-    ax.set(xticks=GRID_TTLS, xlabel="dns_ttl_s (s)", ylabel="outage start -> 95% of traffic moved (s)")
-    ax.legend(fontsize=8)
-    return fig
+    from .plotting import line_chart
+    grid, p = result.series["failover_grid"], result.params
+    grid = grid.assign(interval=grid["request_interval"].map(lambda v: f"request_interval {v:g} s"),
+                       ttl=grid["dns_ttl_s"].clip(lower=1))
+    return line_chart(grid, "ttl", "failover_time_s", f"Failover (P95 of traffic, mean of replays) vs DNS TTL, "
+                      f"failure_threshold {p['failure_threshold']}", "dns_ttl_s (s, log; 0 drawn at 1)",
+                      "outage start -> 95% moved (s)", color="interval", log_x=True, points=True,
+                      rules=[("y", 30, "30 s claim")])
 
 
 LAB = MultiRegionLab()
