@@ -173,14 +173,12 @@ class SagaWorkflowsLab(Lab):
         return Outcome(m, series, notes=notes)
 
     def plots(self, result):
-        from .plotting import grouped_bars, lines_by_arm
+        from .plotting import bar_chart, line_chart
 
-        table = result.series["outcomes"].pivot(index="outcome", columns="arm", values="share_pct")
-        bars, ax = grouped_bars(table.loc[list(OUTCOMES), list(MODES)], "Workflow outcomes by arm",
-                                "% of workflows (log)")
-        ax.set_yscale("symlog", linthresh=0.1)
-        line = lines_by_arm(result.series["timeline"], "time_s", "stuck_cum",
-                            "Workflows needing a human, cumulative", "workflows")
+        bars = bar_chart(result.series["outcomes"], "outcome", "share_pct", "Workflow outcomes by arm",
+                         "% of workflows", color="arm")
+        line = line_chart(result.series["timeline"], "time_s", "stuck_cum", "Workflows needing a human, cumulative",
+                          "time (s)", "workflows")
         return [bars, line]
 
 

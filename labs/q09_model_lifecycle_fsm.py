@@ -126,18 +126,18 @@ class ModelLifecycleLab(Lab):
         return Outcome(m, {"attempts": attempts, "errors": errors}, notes=notes)
 
     def plots(self, result):
-        from .plotting import grouped_bars, lines_by_arm
+        from .plotting import bar_chart, line_chart
 
-        figs = [_plot_graph(result.series["attempts"])]
         a = result.series["attempts"]
         a = a[a["applied"]]
         table = (a.groupby(["category", "arm"]).size().unstack("arm")
                  .reindex(index=[c for _, c in CATEGORIES], columns=["baseline", "pattern"]).fillna(0))
-        fig, ax = grouped_bars(table, "Invalid writes the registry applied, by cause", "writes applied")
-        figs.append(fig)
-        figs.append(lines_by_arm(result.series["errors"], "time_d", "errors", "Deployments ending in an error",
-                                 "cumulative errors"))
-        return figs
+        applied = table.rename_axis("cause").reset_index().melt("cause", var_name="arm", value_name="writes")
+        return [_plot_graph(result.series["attempts"]),
+                bar_chart(applied, "cause", "writes", "Invalid writes the registry applied, by cause",
+                          "writes applied", color="arm"),
+                line_chart(result.series["errors"], "time_d", "errors", "Deployments ending in an error",
+                           "time (days)", "cumulative errors")]
 
 
 def _draws(streams: Streams, p, cands: dict) -> dict:

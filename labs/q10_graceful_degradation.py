@@ -170,18 +170,19 @@ class GracefulDegradationLab(Lab):
         return _incident(Streams(seed), p)
 
     def plots(self, result):
-        from .plotting import grouped_bars, lines_by_arm
+        from .plotting import bar_chart, line_chart
 
-        t = result.series["tiers"].set_index("tier")
-        fig1, _ = grouped_bars(t[["share_of_degraded_pct", "quality_pct"]],
-                               "Fallback tiers: share of degraded answers and quality (vs large model)", "%")
-        inc = result.series["incident"]
+        t = result.series["tiers"].melt("tier", ["share_of_degraded_pct", "quality_pct"], var_name="measure",
+                                        value_name="pct")
         w = result.params["incident_s"]
-        fig2 = lines_by_arm(inc, "time_s", "mean_ms", "Incident replay: mean latency per tier (1 s windows)",
-                            "mean latency (ms)", [(w / 4, 3 * w / 4)], span_label="large model down")
-        fig3 = lines_by_arm(result.series["availability"], "year", "availability_pct",
-                            "Availability per year of the sampled horizon", "availability (%)")
-        return [fig1, fig2, fig3]
+        return [
+            bar_chart(t, "tier", "pct", "Fallback tiers: share of degraded answers and quality (vs large model)", "%",
+                      color="measure"),
+            line_chart(result.series["incident"], "time_s", "mean_ms", "Incident replay: mean latency (1 s windows)",
+                       "time (s)", "mean latency (ms)", spans=[(w / 4, 3 * w / 4)], span_label="large model down"),
+            line_chart(result.series["availability"], "year", "availability_pct",
+                       "Availability per year of the sampled horizon", "year", "availability (%)", points=True),
+        ]
 
 
 def _share(m: Measurements, arm: str, key: str, hit: np.ndarray) -> None:
