@@ -139,6 +139,15 @@ def seed_widget(where) -> int:
 
 
 # --------------------------------------------------------------------------- pages
+def revealed(lab_id: str) -> bool:
+    """Has the learner predicted (or skipped predicting) on this lab's page in this session?"""
+    return st.session_state.get(f"revealed_at_{lab_id}") is not None
+
+
+def spoiler_toggle() -> bool:
+    return st.toggle("Show verdicts of labs I have not predicted on yet (spoilers)", key="_archlab_spoilers")
+
+
 def home_page():
     cat = load_catalog()
     built = built_ids()
@@ -161,13 +170,16 @@ def home_page():
             "4. **Question the claim.** *Find where each claim holds* sweeps the parameter that matters and "
             "tells you where the interview answer is right. Share a view by copying the URL.")
     st.subheader("The map: six topics × five questions")
+    spoil = spoiler_toggle()
+    shown = [i for i in built if spoil or revealed(i)]
     counts = {}
-    if built:
-        with st.spinner("Running the built labs once at their defaults…"):
-            counts = {i: default_counts(i) for i in built}
+    if shown:
+        with st.spinner("Running the revealed labs once at their defaults…"):
+            counts = {i: default_counts(i) for i in shown}
     grid = ex.home_map(cat, built, counts)
     st.caption(f"{len(built)} of {len(cat)} labs built. Difficulty: ●○○ foundational, ●●○ intermediate, "
-               "●●● advanced. Verdicts at a glance come from each built lab's default run.")
+               "●●● advanced. A lab's verdicts at a glance (from its default run) appear once you have "
+               "predicted on its page, or when you show spoilers.")
     for topic, row in grid.iterrows():
         st.markdown(f"**{topic}**")
         cols = st.columns(len(row))
@@ -178,7 +190,8 @@ def home_page():
                 st.page_link(PAGES[cell["id"]], label=f"Q{cell['number']:02d}",
                              icon=ICON_BUILT if cell["built"] else ICON_UNBUILT)
                 st.markdown(cell["title"])
-                status = f"built · {cell['glance']}" if cell["built"] else "not built yet"
+                glance = cell["glance"] or "predict first"
+                status = f"built · {glance}" if cell["built"] else "not built yet"
                 st.caption(f"{ex.DIFFICULTY_ICON[cell['difficulty']]} {cell['difficulty']} · {status}")
 
 
@@ -187,7 +200,9 @@ def claims_page():
     st.title("Claims")
     st.markdown("Every claim of every built lab, with its verdict from the lab's default run. "
                 "Where you have asked a lab to *find where each claim holds* at its default settings, "
-                "the region verdict is shown too.")
+                "the region verdict is shown too. A lab's verdicts stay hidden until you have predicted on "
+                "its page, so they cannot spoil the exercise.")
+    spoil = spoiler_toggle()
     built = built_ids()
     if not built:
         st.info("No lab is built yet.")
@@ -195,6 +210,10 @@ def claims_page():
         q = cat.get(lab_id)
         st.subheader(ex.page_title(q))
         st.page_link(PAGES[lab_id], label=f"Open the {q.id.upper()} lab", icon=ICON_BUILT)
+        if not (spoil or revealed(lab_id)):
+            for c in q.claims:
+                st.markdown(f"- {c.text} *(verdict hidden: predict on the lab page first)*")
+            continue
         setting = default_setting(lab_id)
         try:
             with st.spinner(f"Running {lab_id} at its defaults…"):

@@ -107,13 +107,20 @@ def test_home_renders_map_and_workshop_guide():
         assert f"**{t.name}**" in text
     captions = "\n".join(c.value for c in at.caption)
     assert captions.count("not built yet") == len(UNBUILT)
-    for lab_id in BUILT:  # verdicts at a glance for built labs
-        assert any(f"[{verdict} " in captions for verdict in VERDICTS)
+    assert captions.count("predict first") == len(BUILT)  # no spoilers before a prediction
+    assert not any(f"[{verdict} " in captions for verdict in VERDICTS)
+    at.toggle(key="_archlab_spoilers").set_value(True).run()
+    captions = "\n".join(c.value for c in at.caption)
+    assert captions.count("predict first") == 0  # verdicts at a glance for every built lab
+    assert any(f"[{verdict} " in captions for verdict in VERDICTS)
 
 
 def test_claims_page_lists_every_claim_with_a_link():
     at = open_app("claims")
     assert_clean(at)
+    text = "\n".join(m.value for m in at.markdown)
+    assert "verdict hidden" in text and not any(f"**{v.replace('_', ' ')}**" in text for v in VERDICTS)
+    at.toggle(key="_archlab_spoilers").set_value(True).run()
     text = "\n".join(m.value for m in at.markdown)
     for lab_id in BUILT:
         for claim in CATALOG.get(lab_id).claims:
