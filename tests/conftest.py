@@ -1,8 +1,8 @@
-"""Suite-wide set-up: a new, empty cache folder per test session, then the labs' caches.
+"""Suite-wide set-up: new, empty cache and data folders per test session, then the labs' caches.
 
-Tests never read or write the user's cache: the controlling process makes one
+Tests never read or write the user's cache or data: the controlling process makes one
 temporary folder, points ``ARCHLAB_CACHE`` and ``XDG_CACHE_HOME`` at it through
-``os.environ`` (xdist workers and notebook kernels started later inherit it) and
+``os.environ`` (also ``ARCHLAB_DATA``, the progress store; xdist workers and notebook kernels inherit them) and
 removes it at the end, so every run tests a cold start. It then builds the labs'
 expensive caches (trained models, extraction curves) once, in the controller only,
 so parallel workers do not race to build the same entries and timed tests run warm.
@@ -23,6 +23,8 @@ def pytest_configure(config):
     _MADE.append(root)
     os.environ["ARCHLAB_CACHE"] = os.path.join(root, "archlab")
     os.environ["XDG_CACHE_HOME"] = os.path.join(root, "xdg")
+    os.environ["ARCHLAB_DATA"] = os.path.join(root, "data")  # progress store: never the user's own
+    os.environ["XDG_DATA_HOME"] = os.path.join(root, "xdg-data")
     from labs import all_labs
 
     for lab in all_labs():
