@@ -147,6 +147,9 @@ class Progress:
         try:
             return self.db.execute(sql, args)
         except sqlite3.OperationalError as e:
+            if "locked" in str(e) or "busy" in str(e):
+                raise ProgressError(f"the progress database {self.path} is locked by another program; "
+                                    "nothing was written, try again when it is closed") from None
             raise ProgressError(f"cannot write to the progress database {self.path}: {e}") from None
 
     # ---------------------------------------------------------------- recording
