@@ -81,7 +81,9 @@ def test_terminal_drill_with_scripted_answers(tmp_path, quick):
     graded = [quick.grade(item, answers[item.key]) for item in quick.statements("open") + quick.followups()]
     for g in graded:
         assert g.text in text
-    assert sum(g.credit == 0 for g in graded) == 1  # exactly the claim scripted wrong
+    assert graded[0].item.key == "headline" and graded[0].credit == 0 and graded[0].score.direction == "high"
+    assert sum(g.credit == 0 for g in graded[1:]) == 1  # exactly the claim scripted wrong
+    assert all(g.credit in (1.0, None) for g in graded if g.item.changes)  # exact follow-ups are right
     assert f"Score: {Drill.total(graded):.0%} over {len(graded)} graded answers." in text
     assert "== A model answer ==" in text and "== Follow-up questions ==" in text
     with Progress(tmp_path / "progress.db") as p:  # recorded, and a review is scheduled
