@@ -153,3 +153,31 @@ def test_locked_database_gives_one_clear_error_and_loses_nothing(tmp_path, q08_r
 def test_home_marks_without_a_store_creates_nothing(tmp_path):
     assert pg.home_marks(tmp_path / "none.db") == {}
     assert not (tmp_path / "none.db").exists()
+
+
+def test_explorer_records_predictions_and_home_marks_each_question(tmp_path, monkeypatch, q08_run):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("ARCHLAB_DATA", str(tmp_path))
+    lab = get_lab("q08")
+    arm, metric = lab.headline
+    guess = q08_run.metrics[arm][metric] * 2
+    at = AppTest.from_string(f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nimport app\napp.main(start='q08')\n",
+                             default_timeout=120).run()
+    at.number_input(key="predict_q08").set_value(guess).run()
+    at.button(key="reveal_q08").click().run()
+    at.run()  # a rerun must not store the same prediction twice
+    assert not at.exception, [e.value for e in at.exception]
+    with pg.Progress(tmp_path / pg.FILE_NAME) as p:
+        rows = p.tables()["answers"]
+        assert len(rows) == 1 and rows[0]["stated"] == pytest.approx(guess)
+        assert rows[0]["factor"] == pytest.approx(2.0) and rows[0]["source"] == "explorer"
+        p.record_drill("q11", 0.0, 2)
+    home = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    assert not home.exception, [e.value for e in home.exception]
+    captions = [c.value for c in home.caption]
+    marks = pg.home_marks(tmp_path / pg.FILE_NAME)
+    assert marks["q08"] == "predicted" and marks["q11"] in ("drilled", "due for review")
+    for qid, state in marks.items():
+        assert sum(f"you: {state}" in c for c in captions) >= 1
+    assert sum("you: not tried" in c for c in captions) == 30 - len(marks)
