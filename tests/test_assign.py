@@ -102,3 +102,26 @@ def test_score_cell_rates_a_prediction_against_the_interval():
     assert score_number(value * 4, value, run.interval(arm, metric)).sentence() in text and "too high" in text
     assert "write your guess" in score_prediction(None, run, arm, metric)
     assert "No run yet" in score_prediction(1.0, None, arm, metric)
+
+
+def test_student_copy_runs_and_scores_a_learners_prediction(tmp_path):
+    """A learner fills in one prediction and one solution; the score cell rates it against the run."""
+    from faces.assign import assign
+    from faces.notebooks import execute
+    from labs.workshop import score_prediction
+
+    lab = get_lab("q08")
+    ex = lab.exercises[0]
+    arm, metric = ex.watch
+    run = lab.run(0, **ex.changes)
+    guess = run.metrics[arm][metric] * 3
+    nb = nbformat.read(str(assign("q08", tmp_path)), as_version=4)
+    first = next(c for c in nb.cells if SOLUTION_TAG in _tags(c))
+    k = nb.cells.index(first)
+    nb.cells[k - 1].source = f"prediction = {guess!r}"
+    args = ", ".join(f"{n}={v!r}" for n, v in ex.changes.items())
+    first.source = first.source.replace("changed = None", f"changed = lab.run(seed=SEED, {args})")
+    execute(nb, notebook_path("q08").parent)
+    printed = "".join(o.get("text", "") for o in nb.cells[k + 1].outputs)
+    assert printed.strip() == score_prediction(guess, run, arm, metric, nb.cells[k + 1].source.split("'")[-2])
+    assert "3× too high" in printed
