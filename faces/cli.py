@@ -196,7 +196,8 @@ def cmd_drill(args):
 
     qid = _qid(args.lab)
     load_catalog().get(qid)
-    return cli_drill(qid, mode=args.mode, regions=not args.quick, seed=args.seed, save=not args.no_save)
+    regions = not args.quick or args.mode == "choice"  # choices come from where each claim fails
+    return cli_drill(qid, mode=args.mode, regions=regions, seed=args.seed, save=not args.no_save)
 
 
 def cmd_progress(args):
@@ -255,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("lab")
     s.add_argument("--mode", choices=["open", "choice"], default="open",
                    help="state each claim's verdict (open) or pick where it holds (choice)")
-    s.add_argument("--quick", action="store_true", help="judge verdicts at the defaults only (no sweep)")
+    s.add_argument("--quick", action="store_true",
+                   help="judge verdicts at the defaults only (no sweep; ignored with --mode choice)")
     s.add_argument("--no-save", action="store_true", help="do not record the drill in the progress store")
     s.add_argument("--seed", type=_seed_arg, default=0)
     s.set_defaults(func=cmd_drill)

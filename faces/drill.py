@@ -187,8 +187,9 @@ class Drill:
             return Graded(item, stated, 0.0, f"skipped; the answer is: {item.options[item.correct]}.")
         if k == item.correct:
             return Graded(item, item.options[k], 1.0, f"right: {item.options[k]}.")
-        return Graded(item, item.options[k], 0.0,
-                      f"wrong: the sweep shows it fails there; the answer is: {item.options[item.correct]}.")
+        why = "the sweep shows it fails there" if item.options[k].startswith("holds only when ") else \
+            "that is not what the lab found"
+        return Graded(item, item.options[k], 0.0, f"wrong: {why}; the answer is: {item.options[item.correct]}.")
 
     @staticmethod
     def total(graded: list[Graded]) -> float | None:
