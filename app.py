@@ -19,6 +19,8 @@ import pandas as pd
 import streamlit as st
 
 from faces import explorer as ex
+from faces.drill import drill_page
+from faces.progress import home_marks, record_prediction
 from labs.catalog import Question, load_catalog
 from labs import profiles as lab_profiles
 from labs.params import ParamError
@@ -177,6 +179,10 @@ def home_page():
         with st.spinner("Running the revealed labs once at their defaults…"):
             counts = {i: default_counts(i) for i in shown}
     grid = ex.home_map(cat, built, counts)
+    marks = home_marks()  # your progress per question (predicted, drilled, due for review)
+    if isinstance(marks, str):
+        st.warning(f"Your progress is not shown: {marks}", icon=":material/warning:")
+        marks = {}
     st.caption(f"{len(built)} of {len(cat)} labs built. Difficulty: ●○○ foundational, ●●○ intermediate, "
                "●●● advanced. A lab's verdicts at a glance (from its default run) appear once you have "
                "predicted on its page, or when you show spoilers.")
@@ -192,6 +198,7 @@ def home_page():
                 st.markdown(cell["title"])
                 glance = cell["glance"] or "predict first"
                 status = f"built · {glance}" if cell["built"] else "not built yet"
+                status += f" · you: {marks.get(cell['id'], 'not tried')}"
                 st.caption(f"{ex.DIFFICULTY_ICON[cell['difficulty']]} {cell['difficulty']} · {status}")
 
 
@@ -514,6 +521,9 @@ def prediction_feedback(lab_id: str, q: Question, result, setting: tuple, seed: 
             check = ex.check_prediction(pred["value"], measured, result.intervals.get(arm, {}).get(key))
             st.markdown(f"**Your prediction: {arm} {metric_name(q, key)}**")
             (st.success if check.inside_ci else st.info)(check.sentence(unit))
+            if pred.setdefault("saved", None) is None:  # store it once, with how far off it was
+                pred["saved"] = record_prediction(lab_id, arm, key, pred["value"], measured,
+                                                  result.intervals.get(arm, {}).get(key), dict(setting)) or "ok"
         else:
             st.markdown(f"Your prediction ({ex.fmt_number(pred['value'], ex.metric_unit(q, pred['watch'][1]))}) "
                         "was for other settings. Predict again for these ones.")
@@ -533,7 +543,9 @@ def main(start: str | None = None):
                               default=start == "claims")
     for q in cat:
         PAGES[q.id] = question_page(q, q.id in built, default=start == q.id)
-    sections = {"ArchLab": [PAGES["home"], PAGES["claims"]]}
+    PAGES["drill"] = st.Page(drill_page, title="Interview drill", url_path="drill", icon=":material/timer:",
+                             default=start == "drill")
+    sections = {"ArchLab": [PAGES["home"], PAGES["claims"], PAGES["drill"]]}
     for topic, questions in cat.by_topic().items():
         sections[topic.name] = [PAGES[q.id] for q in questions]
     page = st.navigation(sections)

@@ -181,6 +181,41 @@ def cmd_bench(args):
     print(bench.report(bench.run(customers=args.customers, rounds=args.rounds)))
 
 
+def cmd_assign(args):
+    from faces.assign import assign
+
+    if bool(args.all) == bool(args.labs):
+        raise UsageError("assign needs lab ids (assign q08 --out DIR) or --all, not both")
+    ids = built_ids() if args.all else [get_lab(_qid(x)).id for x in args.labs]
+    for qid in ids:
+        print(assign(qid, args.out))
+
+
+def cmd_drill(args):
+    from faces.drill import cli_drill
+
+    qid = _qid(args.lab)
+    load_catalog().get(qid)
+    regions = not args.quick or args.mode == "choice"  # choices come from where each claim fails
+    return cli_drill(qid, mode=args.mode, regions=regions, seed=args.seed, save=not args.no_save)
+
+
+def cmd_progress(args):
+    from faces.progress import Progress
+
+    with Progress() as p:
+        if args.action == "export":
+            sys.stdout.write(p.export(args.format) + ("" if args.format == "csv" else "\n"))
+        else:
+            cat = load_catalog()
+            states = p.states()
+            print(_table([[q.id, q.title, states.get(q.id, "not tried"), p.due(q.id) or ""] for q in cat],
+                         ["id", "title", "state", "next review"]))
+            for c in p.calibration():
+                print(f"{c['concept']}: {c['inside']}/{c['n']} inside the interval"
+                      + (f"; on average {c['bias_factor']:.2g}x {c['direction']}" if c["bias_factor"] else ""))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="archlab", description="ArchLab: simulate AI/ML architecture patterns and check claims.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -212,6 +247,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=_seed_arg, default=0)
     s.add_argument("--format", choices=["json", "csv"], default="csv")
     s.set_defaults(func=cmd_sweep)
+    s = sub.add_parser("assign", help="student notebooks (nbgrader markers, no outputs)")
+    s.add_argument("labs", nargs="*")
+    s.add_argument("--all", action="store_true", help="every built lab")
+    s.add_argument("--out", required=True, metavar="DIR")
+    s.set_defaults(func=cmd_assign)
+    s = sub.add_parser("drill", help="interview drill in the terminal (answers read from stdin)")
+    s.add_argument("lab")
+    s.add_argument("--mode", choices=["open", "choice"], default="open",
+                   help="state each claim's verdict (open) or pick where it holds (choice)")
+    s.add_argument("--quick", action="store_true",
+                   help="judge verdicts at the defaults only (no sweep; ignored with --mode choice)")
+    s.add_argument("--no-save", action="store_true", help="do not record the drill in the progress store")
+    s.add_argument("--seed", type=_seed_arg, default=0)
+    s.set_defaults(func=cmd_drill)
+    s = sub.add_parser("progress", help="your predictions, drills, calibration and reviews")
+    s.add_argument("action", choices=["show", "export"], nargs="?", default="show")
+    s.add_argument("--format", choices=["json", "csv"], default="json")
+    s.set_defaults(func=cmd_progress)
     s = sub.add_parser("bench", help="simulator overhead: sim components vs bare SimPy")
     s.add_argument("--customers", type=int, default=50_000)
     s.add_argument("--rounds", type=int, default=5)
@@ -222,8 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        args.func(args)
-        return 0
+        return args.func(args) or 0
     except (UsageError, ParamError, CatalogError) as exc:
         msg = " ".join(str(exc).split())
         print(f"archlab: error: {msg}", file=sys.stderr)
@@ -231,6 +283,11 @@ def main(argv=None) -> int:
     except KeyError as exc:  # catalogue lookups
         print(f"archlab: error: {' '.join(str(exc).strip(chr(39)).split())}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # the progress store (ProgressError): one line, nothing lost
+        if type(exc).__name__ != "ProgressError":
+            raise
+        print(f"archlab: error: {exc}", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         return 0
 

@@ -55,6 +55,7 @@ SECTIONS = {
     "checks": "## Checks",
 }
 SOLUTION_TAG = "solution"
+SCORE_TAG = "score"  # scores the learner's prediction against the changed run's interval
 ASSERT_VERDICT = re.compile(r'^assert verdicts\["(?P<id>[^"]+)"\] == "(?P<verdict>holds|fails|conditional|inconclusive|not_measured)"', re.M)
 INTERVAL_MARK = "assert low <= value <= high"
 IGNORE_OUTPUT = "nbval-ignore-output"
@@ -195,6 +196,7 @@ import pandas as pd
 from IPython.display import display
 
 from labs import get_lab
+from labs.workshop import score_prediction
 
 
 def fmt(x):
@@ -307,7 +309,8 @@ verdict_table
 
 Each exercise changes a few parameters and names one number to watch. Write your prediction in the
 cell under it before running the solution. The solution cell is collapsed: click it to show the code.
-It reruns the lab on the same seed with only those changes, so the difference is the change alone.
+It reruns the lab on the same seed with only those changes, so the difference is the change alone;
+the cell after it scores your prediction against the changed run's 95% interval.
 """ if lab.exercises else f"""
 {SECTIONS["exercises"]}
 
@@ -333,11 +336,11 @@ changed = lab.run(seed=SEED, {_kwargs(ex.changes)})
 arm, metric = {arm!r}, {metric!r}
 print(f"{{arm}} {{metric}}: {{fmt(result.metrics[arm][metric])}} with the defaults, "
       f"{{fmt(changed.metrics[arm][metric])}} after the change")
-if prediction is not None:
-    print(f"your prediction: {{prediction}}")
 flipped = [f"{{v.id}}: {{verdicts[v.id]}} -> {{v.verdict}}" for v in changed.claims if v.verdict != verdicts[v.id]]
 print("verdicts that change:", "; ".join(flipped) if flipped else "none")
 """, tags=[SOLUTION_TAG] + (loose if sensitive else []), hidden=True)
+        c.code(f"score{k}", f"print(score_prediction(prediction, changed, {arm!r}, {metric!r}, {unit!r}))",
+               tags=[SCORE_TAG])
 
     # 10. checks
     c.md("checks", f"""

@@ -82,8 +82,9 @@ def test_setup_run_plots_targets_verdicts_cells(lab_nb):
     assert f'lab = get_lab("{lab.id}")' in setup.source and re.search(r"^SEED = \d+$", setup.source, re.M)
     assert "text/html" in _mimes(_cell_with(nb, "result = lab.run(seed=SEED)")), "the metrics table is shown"
     plots = _cell_with(nb, "lab.plots(result)")
-    images = [o for o in plots.outputs if "image/png" in o.get("data", {})]
-    assert images, f"{lab.id}: the plot cell shows no image/png output"
+    images = [o for o in plots.outputs if "image/png" in o.get("data", {})  # a matplotlib figure
+              or "vegaEmbed" in "".join(o.get("data", {}).get("text/html", ""))]  # or an Altair chart
+    assert images, f"{lab.id}: the plot cell shows no chart (image/png or Vega-Lite) output"
     assert len(images) == len([o for o in plots.outputs if o.get("output_type") == "display_data"])
     assert "text/html" in _mimes(_cell_with(nb, "result.metric_table(lab.question)"))
     assert "text/html" in _mimes(_cell_with(nb, "verdict_table = pd.DataFrame("))
