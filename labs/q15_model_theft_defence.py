@@ -92,13 +92,16 @@ class ModelTheftLab(Lab):
         "The extraction threshold's interval comes from the curve's 95% band (450 test digits, spread of the copies); "
         "it does not redraw the attacker's queries.",
         "Honest users send the 450 test digits; noisy answers are redrawn 20 times.",
-        "Not modelled: watermarking, authentication, encryption, secure enclaves, differential privacy.",
+        "Differential privacy: logistic regression released by output perturbation (sim.dp, Chaudhuri et al.), "
+        "L2 strength 0.01, on a seeded make_classification task (20 features) of dp_train_size rows; 30 noise draws.",
+        "Not modelled: watermarking, authentication, encryption, secure enclaves.",
     )
     parts = {
         "victim": ("victim",),
         "detection": ("victim", "ood_detector", "validator_fpr_pct", "fgsm_eps", "fgsm_minimal"),
         "curves": ("victim", "attacker_data", "public_samples", "query_noise", "max_queries", "target_accuracy_pct",
                    "labels_only", "round_decimals", "noise_scale", "ood_detector", "validator_fpr_pct"),
+        "dp": ("dp_epsilon", "dp_train_size"),
     }
     params = (
         Param("victim", "mlp", choices=("mlp", "mlp_int8", "logreg", "forest"),
@@ -129,6 +132,8 @@ class ModelTheftLab(Lab):
               help="API keys the attacker spreads its queries over (one bucket each)"),
         Param("attacker_rps", 50.0, 0.1, 100_000.0, unit="req/s", help="how fast the attacker sends when nothing limits it"),
         Param("honest_rate_per_min", 30.0, 0.1, 100_000.0, unit="req/min", help="an honest client's Poisson request rate on its key"),
+        Param("dp_epsilon", 1.0, 0.01, 100.0, unit="epsilon", help="privacy budget of the DP model (the seed: 1.0)"),
+        Param("dp_train_size", 1000, 200, 100_000, unit="rows", help="training rows of the DP model's task"),
     )
     exercises = (
         Exercise("The attacker has no digits at all and sends uniform noise images (attacker_data=synthetic). "
@@ -149,6 +154,22 @@ class ModelTheftLab(Lab):
     def part_detection(self, seed, p) -> dict:
         return _Pieces(seed, p).detection()
 
+    def part_dp(self, seed, p) -> dict:
+        """Accuracy lost to an epsilon-DP release, per noise draw (real training, real noise)."""
+        from sklearn.datasets import make_classification
+
+        from sim import dp
+
+        streams = Streams(seed)
+        X_all, y_all = make_classification(n_samples=p.dp_train_size + 2000, n_features=20, n_informative=10,
+                                           random_state=int(streams.seed_sequence("dp_data").generate_state(1)[0]))
+        Z, n = dp.unit_rows(X_all), p.dp_train_size
+        W = dp.fit_one_vs_rest(Z[:n], y_all[:n], DP_L2)
+        base = dp.accuracy(W, Z[n:], y_all[n:])
+        rng = streams["dp_noise"]
+        private = [dp.accuracy(dp.perturb(W, n, DP_L2, p.dp_epsilon, rng), Z[n:], y_all[n:]) for _ in range(30)]
+        return {"base": base, "losses": [100 * (base - a) for a in private]}
+
     def part_curves(self, seed, p) -> dict:
         pieces = _Pieces(seed, p)
         return {arm: pieces.curve(arm) for arm in EXTRACTION_ARMS}
@@ -165,6 +186,9 @@ class ModelTheftLab(Lab):
         _inputs(m, detection)
         _traffic(m, seed, p, bucket)
         _compare(m, p, reach)
+        dp_run = self.part("dp", seed, p)
+        m.mean("comparison", "dp_utility_loss_pct", dp_run["losses"])
+        m.value("comparison", "dp_baseline_accuracy_pct", 100 * dp_run["base"])
         series = {"curves": _curves_frame(curves), "detection": _detection_frame(detection),
                   "attacker_time": _time_frame(p, bucket)}
         b, pt = m.metrics["baseline"], m.metrics["pattern"]
@@ -190,6 +214,9 @@ class ModelTheftLab(Lab):
 
 
 # ---------------------------------------------------------------------- measurements
+DP_L2 = 0.01  # the DP model's L2 strength (lambda); the noise scale is 2 / (n lambda epsilon)
+
+
 def _extraction(m: Measurements, arm: str, curves: dict, p, bucket: TokenBucket) -> str:
     """Thresholds, the copy's end state and the attacker's time for one arm; returns the threshold as text."""
     c, budget, t = curves[arm], p.max_queries, p.target_accuracy_pct
