@@ -60,11 +60,11 @@ class BlueGreenLab(Lab):
     rules = (Rule("max_unavailable", ("max_unavailable", "max_surge"), _not_both_zero),
              Rule("rollout_start_s", ("rollout_start_s", "requests", "rate_rps"), _rollout_inside))
     params = (
-        arrival_rate(4.0, 0.2, 40.0, key=False),
+        arrival_rate(3.0, 0.2, 40.0, key=False),
         request_budget(12000, 2000, 200000),
-        Param("replications", 5, 2, 30, help="independent replications (arrivals, loads, errors) per arm"),
+        Param("replications", 4, 2, 30, help="independent replications (arrivals, loads, errors) per arm"),
         Param("replicas", 8, 2, 40, unit="pods", help="replicas the deployment keeps at steady state"),
-        Param("replica_rps", 0.6, 0.01, 50.0, unit="req/s", help="requests per second one replica answers"),
+        Param("replica_rps", 0.45, 0.01, 50.0, unit="req/s", help="requests per second one replica answers"),
         Param("model_load_s", 120.0, 0.0, 900.0, unit="s", key=True,
               help="mean time from pod creation to a loaded model (start + pull + load)"),
         Param("load_cv", 0.25, 0.0, 1.0, help="coefficient of variation of the load time"),
