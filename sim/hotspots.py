@@ -200,8 +200,9 @@ def mine(path) -> Mined:
     """Churn, complexity and hotspot score for the repository holding ``path`` (cached by HEAD)."""
     root = repository_root(path)
     info = repo_info(root)
-    hs, ch, cached = _mine_at(str(root), info.head, info.shallow)
-    return Mined(info, hs.copy(), ch.copy(), cached)
+    hits = _mine_at.cache_info().hits
+    hs, ch, from_disk = _mine_at(str(root), info.head, info.shallow)
+    return Mined(info, hs.copy(), ch.copy(), from_disk or _mine_at.cache_info().hits > hits)
 
 
 def load_snapshot() -> tuple[pd.DataFrame, dict]:
