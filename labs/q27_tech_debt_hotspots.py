@@ -147,7 +147,7 @@ class TechDebtHotspotsLab(Lab):
         n_hot = max(1, int(np.ceil(code.n * p.hotspot_pct / 100)))
         hot = code.ranking()[:n_hot]
         score = code.revisions * code.complexity
-        m.share("pattern", "hotspot_score_share_pct", float(score[hot].sum()), float(score.sum()))
+        m.value("pattern", "hotspot_score_share_pct", 100 * float(score[hot].sum()) / float(score.sum()))  # exact
         m.value("pattern", "hotspots", n_hot)
 
         streams = Streams(seed)
