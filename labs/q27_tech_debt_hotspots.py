@@ -192,28 +192,34 @@ class TechDebtHotspotsLab(Lab):
                        extras={"mined": meta})
 
     def plots(self, result):
-        import altair as alt
-
-        from .plotting import arm_scale, line_chart
+        from .plotting import arm_colour, figure
 
         h = result.series["hotspots"]
-        scatter = alt.Chart(h).mark_circle(opacity=0.7).encode(
-            x=alt.X("revisions:Q", title="revisions (commits touching the file)"),
-            y=alt.Y("complexity:Q", title="cyclomatic complexity (radon, whole file)"),
-            size=alt.Size("sloc:Q", title="source lines"),
-            color=alt.Color("kind:N", title=None, scale=alt.Scale(domain=["hotspot", "other"],
-                                                                   range=["#c0392b", "#7f8c8d"])),
-            tooltip=["entity:N", "revisions:Q", "complexity:Q", "sloc:Q", "score:Q", "rank:Q"],
-        ).properties(title="Hotspot map: revisions vs complexity, sized by lines", height=320, width="container")
-        charts = [scatter]
+        fig, ax = figure("Hotspot map: revisions vs complexity (radon), size grows with source lines", size=(8, 4))
+        for kind, colour in (("other", "#7f8c8d"), ("hotspot", "#c0392b")):
+            d = h[h["kind"] == kind]
+            ax.scatter(d["revisions"], d["complexity"], s=np.sqrt(d["sloc"].clip(lower=1)) * 4, alpha=0.6,
+                       color=colour, label=f"{kind} ({len(d)})", edgecolors="none")
+        for _, row in h[h["kind"] == "hotspot"].head(5).iterrows():
+            ax.annotate(row["entity"].rsplit("/", 1)[-1], (row["revisions"], row["complexity"]), fontsize=7)
+        ax.set_xlabel("revisions (commits touching the file)")
+        ax.set_ylabel("cyclomatic complexity (whole file)")
+        ax.legend(fontsize=8)
+        figs = [fig]
         if "weekly" in result.series:
             w = result.series["weekly"]
-            for y, title, axis in (("bugs", "Defects per week (mean over replications)", "bugs / week"),
-                                   ("velocity", "Velocity (changes delivered per week)", "changes / week")):
-                band = alt.Chart(w).mark_area(opacity=0.15).encode(
-                    x="week:Q", y=f"{y}_low:Q", y2=f"{y}_high:Q", color=alt.Color("arm:N", scale=arm_scale(w["arm"])))
-                charts.append(alt.layer(band, line_chart(w, "week", y, title, "week (negative: before)", axis)))
-        return charts
+            for y, title in (("bugs", "Defects per week (mean, band: ±1 sd of one replication)"),
+                             ("velocity", "Velocity: changes delivered per week (mean, ±1 sd)")):
+                fig, ax = figure(title)
+                ax.axvspan(w["week"].min() - 0.5, 0.5, color="0.9", zorder=0, label="before")
+                for k, (arm, d) in enumerate(w.groupby("arm", sort=False)):
+                    ax.plot(d["week"], d[y], color=arm_colour(arm, k), lw=1.5, label=arm)
+                    ax.fill_between(d["week"], d[f"{y}_low"], d[f"{y}_high"], color=arm_colour(arm, k), alpha=0.15)
+                ax.set_xlabel("week of the programme (0 and below: the quarter before)")
+                ax.set_ylabel(y)
+                ax.legend(fontsize=8)
+                figs.append(fig)
+        return figs
 
 
 def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
