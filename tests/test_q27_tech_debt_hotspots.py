@@ -64,6 +64,10 @@ def test_claim_regions(verdicts):
     b = verdicts["q27.bug_reduction"]
     assert b.verdict == "fails" and b.evidence == "assumed" and b.control["vanishes"]
     assert max(c["measured"] for c in b.grid if c["weeks"] == 26) < 60
+    assert all(c["verdict"] != "holds" for c in b.grid)
+    after = verdicts["q27.bug_reduction_after"]
+    assert after.verdict == "conditional" and after.control["vanishes"]
+    assert {c["refactor_effect"] for c in after.grid if c["verdict"] == "holds"} == {0.9}
     v = verdicts["q27.velocity"]
     assert v.verdict == "fails" and v.control["vanishes"]
     gains = [c["measured"] for c in v.grid if c["complexity_drag"] == 1.0]
