@@ -204,7 +204,7 @@ class TechDebtHotspotsLab(Lab):
             ax.annotate(row["entity"].rsplit("/", 1)[-1], (row["revisions"], row["complexity"]), fontsize=7)
         ax.set_xlabel("revisions (commits touching the file)")
         ax.set_ylabel("cyclomatic complexity (whole file)")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left")
         figs = [fig]
         if "weekly" in result.series:
             w = result.series["weekly"]
@@ -217,7 +217,7 @@ class TechDebtHotspotsLab(Lab):
                     ax.fill_between(d["week"], d[f"{y}_low"], d[f"{y}_high"], color=arm_colour(arm, k), alpha=0.15)
                 ax.set_xlabel("week of the programme (0 and below: the quarter before)")
                 ax.set_ylabel(y)
-                ax.legend(fontsize=8)
+                ax.legend(fontsize=8, loc="upper right")
                 figs.append(fig)
         return figs
 

@@ -130,8 +130,8 @@ def complexity_of(source: str) -> tuple[float, int]:
         return float("nan"), int(sloc)
 
 
-def python_files_at_head(root) -> dict[str, str]:
-    """The text of every ``.py`` file in HEAD's tree (read from git objects, not the work tree)."""
+def python_blobs_at_head(root) -> dict[str, str]:
+    """Path -> blob hash of every ``.py`` file in HEAD's tree."""
     listing = _git(root, "ls-tree", "-r", "-z", "HEAD")
     blobs = []
     for entry in listing.split("\0"):
@@ -141,24 +141,52 @@ def python_files_at_head(root) -> dict[str, str]:
         kind, sha = meta.split()[1:3]
         if kind == "blob" and path.endswith(".py"):
             blobs.append((path, sha))
+    return dict(blobs)
+
+
+def read_blobs(root, shas) -> dict[str, str]:
+    """Blob hash -> text, read in one ``git cat-file --batch``."""
+    blobs = list(dict.fromkeys(shas))
     if not blobs:
         return {}
-    raw = _git(root, "cat-file", "--batch", text=False, stdin="".join(f"{s}\n" for _, s in blobs).encode())
+    raw = _git(root, "cat-file", "--batch", text=False, stdin="".join(f"{s}\n" for s in blobs).encode())
     out, pos = {}, 0
-    for path, _ in blobs:
+    for sha in blobs:
         header_end = raw.index(b"\n", pos)
         size = int(raw[pos:header_end].split()[2])
-        out[path] = raw[header_end + 1:header_end + 1 + size].decode("utf-8", errors="replace")
+        out[sha] = raw[header_end + 1:header_end + 1 + size].decode("utf-8", errors="replace")
         pos = header_end + 1 + size + 1
     return out
 
 
-def hotspot_table(churn_df: pd.DataFrame, sources: dict[str, str]) -> pd.DataFrame:
-    """Join churn with complexity for the Python files at HEAD; score = revisions x complexity."""
-    rows = []
-    for path, text in sources.items():
-        cc, sloc = complexity_of(text)
-        rows.append((path, cc, sloc))
+def python_files_at_head(root) -> dict[str, str]:
+    """The text of every ``.py`` file in HEAD's tree (read from git objects, not the work tree)."""
+    paths = python_blobs_at_head(root)
+    texts = read_blobs(root, paths.values())
+    return {path: texts[sha] for path, sha in paths.items()}
+
+
+def measured_at_head(root) -> dict[str, tuple[float, int]]:
+    """Path -> (complexity, sloc) at HEAD; measured once per blob (cached by blob hash and radon version)."""
+    paths = python_blobs_at_head(root)
+    key = {"radon": _radon_version()}
+    known = _CACHE.get_json("blob_complexity", key) or {}
+    todo = [sha for sha in dict.fromkeys(paths.values()) if sha not in known]
+    if todo:
+        for sha, text in read_blobs(root, todo).items():
+            known[sha] = complexity_of(text)
+        _CACHE.put_json("blob_complexity", key, known)
+    return {path: tuple(known[sha]) for path, sha in paths.items()}
+
+
+def hotspot_table(churn_df: pd.DataFrame, sources: dict[str, str] | None = None,
+                  measured: dict[str, tuple[float, int]] | None = None) -> pd.DataFrame:
+    """Join churn with complexity for the Python files at HEAD; score = revisions x complexity.
+
+    ``sources``: path -> text (measured here), or ``measured``: path -> (complexity, sloc)."""
+    measured = dict(measured or {})
+    measured.update({path: complexity_of(text) for path, text in (sources or {}).items()})
+    rows = [(path, float(cc), int(sloc)) for path, (cc, sloc) in measured.items()]
     comp = pd.DataFrame(rows, columns=["entity", "complexity", "sloc"])
     df = comp.merge(churn_df, on="entity", how="left")
     for c in ("revisions", "added", "deleted", "churn"):
@@ -191,7 +219,7 @@ def _mine_at(root: str, head: str, shallow: bool) -> tuple[pd.DataFrame, pd.Data
         return pd.DataFrame(got["hotspots"], columns=HOTSPOT_COLUMNS), pd.DataFrame(got["churn"],
                                                                                      columns=CHURN_COLUMNS), True
     ch = churn(root)
-    hs = hotspot_table(ch, python_files_at_head(root))
+    hs = hotspot_table(ch, measured=measured_at_head(root))
     _CACHE.put_json("mined", key, {"hotspots": hs.to_dict("list"), "churn": ch.to_dict("list")})
     return hs, ch, False
 
