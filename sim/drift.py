@@ -102,23 +102,31 @@ def ks_drifted_features(reference: np.ndarray, current: np.ndarray, threshold: f
                         levels: int = LEVELS) -> tuple[float, int]:
     """(smallest p-value, number of features with p <= threshold) over small-integer features.
 
-    Every feature of one pair of samples shares n_ref and n_cur, so ``ks_2samp``'s p-value falls as D
-    grows: scipy is called on features in decreasing order of D until one does not drift. The result
-    equals calling ``ks_2samp`` on every column (tested), at a fraction of the cost.
+    Every feature of one pair of samples shares n_ref and n_cur, so ``ks_2samp``'s p-value falls as
+    the statistic D grows: scipy is called on the feature with the largest D (the smallest p), then a
+    binary search over the features sorted by D finds how many have p <= threshold. The result equals
+    calling ``ks_2samp`` on every column (tested) with about log2(n_features) calls.
     """
     D = ks_statistics_from_counts(value_counts(reference, levels), value_counts(current, levels))
     order = np.argsort(-D, kind="stable")
-    first, drifted = 1.0, 0
-    for k, j in enumerate(order):
-        if D[j] == 0:
-            break
-        p = float(ks_2samp(reference[:, j], current[:, j]).pvalue)
-        if k == 0:
-            first = p
-        if p > threshold:
-            break
-        drifted += 1
-    return first, drifted
+
+    def p_at(k: int) -> float:
+        j = order[k]
+        return 1.0 if D[j] == 0 else float(ks_2samp(reference[:, j], current[:, j]).pvalue)
+
+    first = p_at(0)
+    if first > threshold:
+        return first, 0
+    lo, hi = 0, len(order) - 1  # p_at(lo) <= threshold; find the last such position
+    if p_at(hi) <= threshold:
+        return first, len(order)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if p_at(mid) <= threshold:
+            lo = mid
+        else:
+            hi = mid
+    return first, lo + 1
 
 
 def value_counts(X: np.ndarray, levels: int = LEVELS) -> np.ndarray:
@@ -188,7 +196,7 @@ def digits_pools() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 def drifted_batch(cfg: DriftConfig, week: int, X: np.ndarray, y: np.ndarray, rng: np.random.Generator):
     """Apply week ``week``'s drift to raw rows: (X', y'). Draws are made even when unused (common numbers)."""
     d = cfg.drift_weeks(week)
-    u = rng.random((X.shape[0], cfg.drifted_features))
+    u = rng.random((X.shape[0], len(BAND)))[:, :cfg.drifted_features]  # same draws whatever drifted_features
     flip = rng.random(X.shape[0])
     X, y = X.copy(), y.copy()
     if cfg.drift_kind in ("covariate", "both") and d > 0:
@@ -233,7 +241,7 @@ def training_set(cfg: DriftConfig, stream: dict, end_week: int) -> tuple[np.ndar
 
 
 def fit_model(X: np.ndarray, y: np.ndarray):
-    """StandardScaler + multinomial LogisticRegression(C=0.1) (lbfgs: deterministic, no seed needed)."""
+    """StandardScaler + multinomial LogisticRegression(C=0.1, tol=1e-3) (lbfgs: deterministic, no seed needed)."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
@@ -245,7 +253,7 @@ def fit_model(X: np.ndarray, y: np.ndarray):
     # one BLAS thread: on a shared 2-core machine this is ~8x faster than oversubscribing, and reproducible
     with warnings.catch_warnings(), threadpool_limits(1):
         warnings.simplefilter("ignore", ConvergenceWarning)
-        return make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=200)).fit(X, y)
+        return make_pipeline(StandardScaler(), LogisticRegression(C=0.1, tol=1e-3, max_iter=200)).fit(X, y)
 
 
 # --------------------------------------------------------------------------- policies
