@@ -291,9 +291,12 @@ result.metric_table(lab.question)
     c.md("verdicts", f"""
 {SECTIONS["verdicts"]}
 
-Each claim judged at these settings: `holds` or `fails`. Whether a claim holds everywhere or only in
-part of the parameter space takes a sweep: `lab.check()`, or `archlab check {lab.id}` on the command
-line, runs it (it takes longer, so it is not run here).
+Each claim judged at these settings: `holds` or `fails` when its 95% interval is clear of the target,
+`inconclusive` when it straddles it, `not_measured` when the metric does not exist here (the detail
+says why). The evidence column says what decided it: `measured` (real code or a real model ran),
+`simulated` (the model's dynamics), `assumed` (an input, named), `setting` (a configuration). Whether a
+claim holds everywhere or only in part of the parameter space takes a sweep: `lab.check()`, or
+`archlab check {lab.id}` on the command line, runs it (it takes longer, so it is not run here).
 """)
     c.code("verdicts", """
 verdict_table = pd.DataFrame(
@@ -302,6 +305,14 @@ verdict_table = pd.DataFrame(
 verdicts = dict(zip(verdict_table["claim"], verdict_table["verdict"]))
 verdict_table
 """, tags=loose)
+
+    # 8b. why: the lab's write-up, after the verdicts (our words; labs/writeups/qNN.md)
+    writeup = lab.writeup()
+    if writeup:
+        parts = [f"### {cl.text}\n\n{writeup[cl.id]}" for cl in claims if writeup.get(cl.id)]
+        arms = f"### The arms\n\n{writeup['Arms']}\n\n" if writeup.get("Arms") else ""
+        c.md("writeup", "## Why: the write-up\n\nRead this after you have made your predictions.\n\n"
+             + arms + "\n\n".join(parts))
 
     # 9. exercises
     c.md("exercises", f"""
