@@ -19,6 +19,36 @@ import math
 from typing import Callable
 
 
+def _feasible_end(f: Callable[[float], float], lo: float, flo: float, hi: float, fhi: float, width: float,
+                  close: float, max_evaluations: int, margin: float) -> float:
+    """Regula falsi (Illinois) on an increasing f with f(lo) <= 0 < f(hi): the feasible end of the bracket.
+
+    Stops when the bracket is narrower than ``width`` (returning ``lo``) or when |f(x)| < ``close``
+    (returning x); each new point stays ``margin`` x the bracket away from its ends.
+    """
+    side = 0
+    for _ in range(max_evaluations):
+        if hi - lo < width:
+            break
+        span = hi - lo
+        x = hi - fhi * span / (fhi - flo)  # fhi > 0 >= flo: no division by zero
+        x = min(max(x, lo + margin * span), hi - margin * span)
+        fx = f(x)
+        if fx <= 0:
+            lo, flo = x, fx
+            if side == -1:
+                fhi /= 2
+            side = -1
+        else:
+            hi, fhi = x, fx
+            if side == 1:
+                flo /= 2
+            side = 1
+        if abs(fx) < close:
+            return x
+    return lo
+
+
 def max_load_within_slo(p99_at: Callable[[float], float], slo: float, p99_at_zero: float, top: float,
                         tolerance: float = 0.005, max_evaluations: int = 40) -> float:
     """Largest load rho in [0, top] (0 <= top < 1) whose ``p99_at(rho)`` is within ``slo``.
@@ -30,38 +60,17 @@ def max_load_within_slo(p99_at: Callable[[float], float], slo: float, p99_at_zer
     """
     if not (slo > 0 and 0 <= top < 1):
         raise ValueError(f"need slo > 0 and 0 <= top < 1, got slo={slo!r}, top={top!r}")
-    if not p99_at_zero <= slo:
-        return 0.0
-    if top == 0:
+    if not p99_at_zero <= slo or top == 0:
         return 0.0
     g = lambda x: math.log(p99_at(1 - math.exp(-x)) / slo)  # noqa: E731
-    lo, glo = 0.0, math.log(max(p99_at_zero, 1e-300) / slo)
     hi = -math.log(1 - top)
     ghi = g(hi)
     if ghi <= 0:
         return top
-    side = 0
-    for _ in range(max_evaluations):
-        if (1 - math.exp(-hi)) - (1 - math.exp(-lo)) < tolerance:
-            break
-        span = hi - lo
-        x = hi - ghi * span / (ghi - glo)  # ghi > 0 >= glo: no division by zero
-        x = min(max(x, lo + 0.02 * span), hi - 0.02 * span)  # inside the bracket, away from its ends
-        gx = g(x)
-        if gx <= 0:
-            lo, glo = x, gx
-            if side == -1:
-                ghi /= 2
-            side = -1
-        else:
-            hi, ghi = x, gx
-            if side == 1:
-                glo /= 2
-            side = 1
-        if abs(gx) < 0.002:  # P99 within 0.2% of the objective: take this load
-            lo = x
-            break
-    return 1 - math.exp(-lo)
+    # a bracket of width w in x is narrower than tolerance in rho once 1 - exp(-w) < tolerance
+    x = _feasible_end(g, 0.0, math.log(max(p99_at_zero, 1e-300) / slo), hi, ghi, -math.log(1 - tolerance),
+                      0.002, max_evaluations, 0.02)
+    return 1 - math.exp(-x)
 
 
 def rate_at_utilisation(utilisation_at: Callable[[float], float], target: float, top: float,
@@ -76,31 +85,11 @@ def rate_at_utilisation(utilisation_at: Callable[[float], float], target: float,
     """
     if not (top > 0 and 0 < target):
         raise ValueError(f"need top > 0 and target > 0, got top={top!r}, target={target!r}")
-    lo, flo = 0.0, -target
-    hi, fhi = top, utilisation_at(top) - target
+    fhi = utilisation_at(top) - target
     if fhi <= 0:
         return top
-    side = 0
-    for _ in range(max_evaluations):
-        if hi - lo < tolerance * top:
-            break
-        span = hi - lo
-        x = hi - fhi * span / (fhi - flo)
-        x = min(max(x, lo + 0.01 * span), hi - 0.01 * span)
-        fx = utilisation_at(x) - target
-        if fx <= 0:
-            lo, flo = x, fx
-            if side == -1:
-                fhi /= 2
-            side = -1
-        else:
-            hi, fhi = x, fx
-            if side == 1:
-                flo /= 2
-            side = 1
-        if abs(fx) < tolerance * target:  # within the tolerance of the target: take this rate
-            return x
-    return lo
+    return _feasible_end(lambda r: utilisation_at(r) - target, 0.0, -target, top, fhi, tolerance * top,
+                         tolerance * target, max_evaluations, 0.01)
 
 
 class FarmSearch:
