@@ -20,7 +20,8 @@ Reference: Envoy ``RouteAction.weighted_clusters`` and ``request_mirror_policies
   resilience4j's minimum number of calls). Tests are ``binomial`` (exact tail, conservative)
   or ``z`` (the pooled two-proportion z-test, anti-conservative for rare errors in small
   windows). ``sidak_alpha`` spreads a false-alarm budget over the planned windows.
-* ``required_samples``: the two-proportion sample size from REFERENCES §25 (one-sided here).
+* ``required_samples``: the two-proportion sample size from REFERENCES §25 (one-sided here), and
+  its one-sample form for a reference rate known from a long history.
 """
 from __future__ import annotations
 
@@ -186,9 +187,20 @@ def _fires(e, n, e0, n0, alpha_window: float, method: str) -> np.ndarray:
     return out
 
 
-def required_samples(p0: float, p1: float, alpha: float = 0.05, power: float = 0.8) -> float:
-    """New-side requests to tell p1 from p0 with a one-sided test: (z_{1−α} + z_{power})² (p0q0 + p1q1) / (p1 − p0)²."""
+def required_samples(p0: float, p1: float, alpha: float = 0.05, power: float = 0.8,
+                     reference: str = "known") -> float:
+    """New-side requests to tell p1 from p0 with a one-sided test at level alpha and the given power.
+
+    ``equal``: two samples of n each (REFERENCES §25, one-sided):
+    n = (z_{1−α} + z_{power})² (p0q0 + p1q1) / (p1 − p0)².
+    ``known``: the reference rate p0 is known (the monitor's long legacy history):
+    n = (z_{1−α} √(p0q0) + z_{power} √(p1q1))² / (p1 − p0)².
+    """
     if p1 <= p0:
         return math.inf
-    z = ndtri(1 - alpha) + ndtri(power)
-    return float(z * z * (p0 * (1 - p0) + p1 * (1 - p1)) / (p1 - p0) ** 2)
+    za, zb = ndtri(1 - alpha), ndtri(power)
+    if reference == "equal":
+        return float((za + zb) ** 2 * (p0 * (1 - p0) + p1 * (1 - p1)) / (p1 - p0) ** 2)
+    if reference == "known":
+        return float((za * math.sqrt(p0 * (1 - p0)) + zb * math.sqrt(p1 * (1 - p1))) ** 2 / (p1 - p0) ** 2)
+    raise ValueError(f"reference must be 'known' or 'equal', got {reference!r}")
