@@ -54,6 +54,9 @@ class StranglerFigLab(Lab):
     id = "q26"
     headline = ("pattern", "migration_failure_pct")
     refine_param = "migrations"
+    # parity rests on a trained mlp: another CPU's floating point may flip an image or two (0.22 pp each)
+    cpu_tolerance = {**{(a, "metric_parity_pct"): 0.5 for a in ("baseline", "pattern", "shadow")},
+                     ("pattern", "accuracy_new_pct"): 0.01, ("shadow", "agreement_pct"): 0.01}
     arms = (Arm("baseline", "Big bang", "every endpoint switches to the new system at 100% at once"),
             Arm("pattern", "Staged traffic", "router weight first_stage_pct → 10 → 50 → 100%, one dwell each"),
             Arm("shadow", "Shadow first", "mirror a copy to the new system for one dwell (answers dropped), then 100%"))
