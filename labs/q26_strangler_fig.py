@@ -52,7 +52,7 @@ def _size(p) -> str | None:
 
 class StranglerFigLab(Lab):
     id = "q26"
-    headline = ("pattern", "migration_failure_pct")
+    headline = ("pattern", "users_hit_per_regression")
     refine_param = "migrations"
     # parity rests on a trained mlp: another CPU's floating point may flip an image or two (0.22 pp each)
     cpu_tolerance = {**{(a, "metric_parity_pct"): 0.5 for a in ("baseline", "pattern", "shadow")},
