@@ -155,7 +155,7 @@ class StranglerFigLab(Lab):
         m = Measurements(tuple(str(a) for a in self.arms))
         parity = self.part("parity", seed, p)
         users = arrivals.reshape(p.migrations, -1).sum(axis=1)
-        series, detect_rows = [], {}
+        series = []
         for arm, (served, watched) in plans.items():
             pick = lambda w: np.array([levels.index(x) if x > 0 else -1 for x in w])  # noqa: E731
             si, wi = pick(served), pick(watched)
@@ -163,18 +163,22 @@ class StranglerFigLab(Lab):
             n_w, e_w, h_served = take(counts, wi), take(cum_err, wi), take(cum_hits, si)
             first = window_alarms(e_w, n_w, ref_e, ref_n, alpha_w, p.min_requests, p.test)
             t_detect = np.where(first >= 0, (first + 1) * T, np.nan)
-            # users hit: served windows up to detection, then the revert's share of the next windows
+            # users hit: served windows up to detection, then, while the weight-0 route propagates,
+            # the revert's share of the next windows at the weight in force when the monitor fired
             w_idx = np.arange(W)[None, :]
             stop = np.where(first >= 0, first, W)[:, None]
             late = np.clip((p.revert_s - (w_idx - stop - 1) * T) / T, 0, 1) * (w_idx > stop)
-            hit = h_served * (w_idx <= stop) + s.fresh("revert").binomial(h_served * (w_idx > stop), late)
+            held = si[np.minimum(stop[:, 0], W - 1)]
+            h_held = np.where(held[:, None] >= 0, cum_hits[np.arange(rows)[:, None], w_idx,
+                                                            np.maximum(held, 0)[:, None]], 0)
+            hit = h_served * (w_idx <= stop) + s.fresh("revert").binomial(h_held * (w_idx > stop), late)
             user_hits = hit.sum(axis=1)
             _measure_arm(m, arm, p, regressed, first, t_detect, user_hits, users)
-            detect_rows[arm] = (first, user_hits)
             m.value(arm, "metric_parity_pct", 100 * abs(parity["diff"]), _abs_interval(parity))
             ex = int(np.argmax(regressed)) if regressed.any() else 0
             weight = np.where(w_idx[0] > (first[ex] if first[ex] >= 0 else W), 0.0, served)
-            series.append(pd.DataFrame({"time_min": (np.arange(W) + 1) * T / 60, "weight_pct": weight, "arm": arm}))
+            edges = np.repeat(np.arange(W + 1) * T / 60, 2)[1:-1]  # a step per window: start and end
+            series.append(pd.DataFrame({"time_min": edges, "weight_pct": np.repeat(weight, 2), "arm": arm}))
         k = len(parity["old"])
         m.share("pattern", "accuracy_legacy_pct", int(parity["old"].sum()), k)
         m.share("pattern", "accuracy_new_pct", int(parity["new"].sum()), k)
@@ -191,7 +195,8 @@ class StranglerFigLab(Lab):
         from .plotting import grouped_bars, lines_by_arm
 
         fig1 = lines_by_arm(result.series["weights"], "time_min", "weight_pct",
-                            "Router weight of the new system for one defective endpoint", "weight (%)")
+                            "Served weight of the new system, one defective endpoint",
+                            "served weight (%)")
         rows = {arm: {k: result.metrics[arm].get(k, np.nan) for k in
                       ("migration_failure_pct", "false_rollback_pct", "escaped_pct")} for arm in self.arm_names}
         fig2, _ = grouped_bars(pd.DataFrame(rows), "Failed migrations, false rollbacks, escaped regressions", "%")

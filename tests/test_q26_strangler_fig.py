@@ -48,6 +48,16 @@ def test_shadow_watches_exactly_what_a_big_bang_watches_when_mirroring_everythin
     assert partial.metrics["shadow"]["time_to_detect_min"] > r.metrics["shadow"]["time_to_detect_min"]
 
 
+def test_a_slow_revert_keeps_the_weight_in_force_when_the_monitor_fired():
+    # the aborted plan never pushes its next step: a shadow caught while mirroring stays at weight 0,
+    # and a staged rollout caught at 10% keeps 10% (not 50%) for the ten minutes of the revert
+    r = run(revert_s=600.0)
+    assert r.metrics["shadow"]["users_hit_per_regression"] == 0
+    per_endpoint = r.params["rate_rps"] / r.params["endpoints"]
+    assert r.metrics["pattern"]["users_hit_per_regression"] < per_endpoint * 0.10 * 660 * 0.05 + 20
+    assert r.metrics["baseline"]["users_hit_per_regression"] > per_endpoint * 600 * 0.05
+
+
 def test_control_no_regression_no_users_hit_and_rollbacks_within_alpha():
     r = run(regression_size_pct=0.0)
     for arm in LAB.arm_names:
@@ -132,7 +142,7 @@ def _repair(d):
     return d
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(settings_strategy(LAB, ranges={"migrations": (50, 400)}, repair=_repair))
 def test_random_settings_run_or_are_refused_cleanly(values):
     r = check_run(LAB, values)
