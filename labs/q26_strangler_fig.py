@@ -72,7 +72,7 @@ class StranglerFigLab(Lab):
              Rule("migrations", ("migrations", "endpoints", "dwell_s", "analysis_interval_s"), _size))
     parts = {"parity": ("legacy_model", "new_model", "new_input_scale")}
     params = (
-        Param("migrations", 1000, 50, 20000, unit="migrations", help="simulated migrations per arm (the sample size)"),
+        Param("migrations", 800, 50, 20000, unit="migrations", help="simulated migrations per arm (the sample size)"),
         Param("endpoints", 8, 1, 64, unit="endpoints", help="endpoints moved from the legacy to the new system"),
         Param("rate_rps", 200.0, 1.0, 20000.0, unit="req/s", key=True,
               help="total request rate over all endpoints (Poisson)"),
