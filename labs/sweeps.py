@@ -270,9 +270,9 @@ def replicate(points: list[Point]) -> Point:
         metrics[arm], intervals[arm] = {}, {}
         for k in first.metrics[arm]:
             ci = t_interval([_num(p.metrics.get(arm, {}).get(k)) for p in points])
-            metrics[arm][k] = ci.estimate
+            metrics[arm][k] = float(ci.estimate)
             if math.isfinite(ci.low) and math.isfinite(ci.high):
-                intervals[arm][k] = (ci.low, ci.high)
+                intervals[arm][k] = (float(ci.low), float(ci.high))
             elif not math.isfinite(ci.estimate):
                 why = next((p.reasons.get(arm, {}).get(k) for p in points if p.reasons.get(arm, {}).get(k)), None)
                 if why:
