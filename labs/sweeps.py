@@ -48,6 +48,9 @@ __all__ = ["Task", "Point", "replication_seed", "check_seeds", "run_points", "re
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ("loky", "dask")
+#: With local workers (loky), a sweep runs in this process for up to this long before it starts workers: a
+#: short sweep never pays their start-up (the results are the same either way).
+LOCAL_FIRST_S = float(os.environ.get("ARCHLAB_LOCAL_FIRST_S", "3"))
 
 
 # ------------------------------------------------------------------ seeds
@@ -202,7 +205,8 @@ def run_points(tasks: list[Task], jobs: int = 1, progress: Callable[[int, int, i
     (``n_jobs=jobs`` on the backend ``joblib.parallel_config`` names) and stored as soon as it returns.
 
     ``progress(done, total, cached)`` is called once with the cache hits and after every finished task.
-    Duplicate tasks run once.
+    Duplicate tasks run once. With loky and ``jobs`` > 1 the first tasks run in this process for up to
+    ``LOCAL_FIRST_S`` seconds, then the rest go to the workers (so a short sweep never waits for them).
     """
     use_cache = _cache_on(cache)
     out: list[Point | None] = [None] * len(tasks)
@@ -234,7 +238,15 @@ def run_points(tasks: list[Task], jobs: int = 1, progress: Callable[[int, int, i
         if progress:
             progress(done, total, cached)
 
-    if jobs <= 1 and _backend_name() == "loky" or len(order) < 2:
+    local = _backend_name() == "loky"
+    if local and jobs > 1:
+        # Start in process: worker processes cost seconds to start and import a lab (torch for some), more than
+        # a cheap sweep's whole run on a busy machine. Hand over to workers once this has taken LOCAL_FIRST_S.
+        t0 = time.perf_counter()
+        while order and len(order) > 1 and time.perf_counter() - t0 < LOCAL_FIRST_S:
+            t = order.pop(0)
+            store(t, run_task(t))
+    if (jobs <= 1 and local) or len(order) < 2:
         for t in order:  # in process: no worker start-up for a handful of runs
             store(t, run_task(t))
     elif order:

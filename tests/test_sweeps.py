@@ -18,13 +18,13 @@ SWEEP = ["sweep", "q08", "--vary", "client_timeout_s=1,5,30", "--vary", "outage_
 TOTAL = 3 * 2 * 3
 
 
-def _env(cache: Path) -> dict:
-    return {**os.environ, "ARCHLAB_CACHE": str(cache)}
+def _env(cache: Path, **extra) -> dict:
+    return {**os.environ, "ARCHLAB_CACHE": str(cache), **extra}
 
 
-def archlab(*args, cache: Path, timeout=120):
+def archlab(*args, cache: Path, timeout=120, **env):
     return subprocess.run([sys.executable, "-m", "faces.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=_env(cache))
+                          timeout=timeout, env=_env(cache, **env))
 
 
 def _entries(cache: Path) -> int:
@@ -47,7 +47,7 @@ def reference(tmp_path_factory) -> str:
 def test_sweep_is_byte_identical_on_every_backend(reference, backend, tmp_path):
     if "dask" in backend:
         pytest.importorskip("distributed")
-    r = archlab(*SWEEP, *backend, "--no-cache", cache=tmp_path)
+    r = archlab(*SWEEP, *backend, "--no-cache", cache=tmp_path, ARCHLAB_LOCAL_FIRST_S="0")  # all on workers
     assert r.returncode == 0, r.stderr
     assert r.stdout == reference
     assert f"{TOTAL}/{TOTAL} tasks" in r.stderr and "left" in r.stderr  # progress with an estimate
@@ -156,3 +156,21 @@ def test_task_seeds_ignore_order_and_worker():
     assert a != replication_seed("q08", {"outage_mode": "hang", "requests": 1000}, 1)
     assert check_seeds("q08", 7, {"requests": 1000}, 1) == [7]  # one replication: the seed itself, as before
     assert len(set(check_seeds("q08", 7, {"requests": 1000}, 4))) == 4
+
+
+def test_replicated_claim_check_through_the_engine(tmp_path, monkeypatch):
+    monkeypatch.setenv("ARCHLAB_CACHE", str(tmp_path))
+    from labs.claims import SweepRunner, check_claim
+    from labs.registry import get_lab
+
+    lab = get_lab("q08")
+    claim = next(c for c in lab.question.claims if c.id == "q08.opens_on_half_errors")
+    base = dict(lab.settings({"requests": 1000, "outage_start_s": 10, "outage_duration_s": 20}))
+    seen = []
+    runner = SweepRunner(lab, 0, base, reps=2, task_progress=lambda d, t, c: seen.append((d, t, c)))
+    v = check_claim(claim, runner)
+    assert v.verdict in ("holds", "fails", "conditional", "inconclusive")
+    assert v.grid and all(c["low"] is not None or c["verdict"] in ("not_measured", "skipped") for c in v.grid)
+    assert seen and seen[-1][0] == seen[-1][1]
+    again = SweepRunner(lab, 0, base, reps=2)  # a second check of the same settings reads the cache
+    assert check_claim(claim, again).to_dict(full=True) == v.to_dict(full=True)
