@@ -18,6 +18,7 @@ from labs.contract import json_number
 from labs.measure import fmt_number
 from labs.params import SEED, ParamError, question_id
 from labs.registry import built_ids, get_lab
+from labs.sweeps import BackendError
 
 
 class UsageError(Exception):
@@ -123,18 +124,44 @@ def cmd_run(args):
         print(f"[{v.verdict} · {v.evidence}] {v.id}: {v.detail}")
 
 
-def cmd_check(args):
-    ids = [_qid(x) for x in args.labs] if args.labs else built_ids()
+def _engine_args(args) -> None:
+    if args.jobs < 1:
+        raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.reps < 1:
+        raise UsageError(f"--reps must be >= 1, got {args.reps}")
+    if args.scheduler and args.backend != "dask":
+        raise UsageError("--scheduler needs --backend dask")
+
+
+def _backend(args):
+    """The joblib backend for the command (a Dask LocalCluster is started here and stopped after)."""
+    from labs.sweeps import backend_config
+
+    return backend_config(args.backend, args.scheduler, args.jobs, timeout_s=args.scheduler_timeout)
+
+
+def check_labs(ids: list[str], args, label: str = "check") -> list[dict]:
+    """Every claim's verdict per lab (``Lab.check`` through the sweep engine), with progress on stderr."""
+    from labs.sweeps import Progress
+
     report = []
     for qid in ids:
         lab = get_lab(qid)
         t0 = time.perf_counter()
-        if args.jobs < 1:
-            raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
-        verdicts = lab.check(seed=args.seed, jobs=args.jobs,
-                             progress=lambda n, q=qid: print(f"check {q}: {n} runs", file=sys.stderr))
-        report.append({"lab": qid, "claims": [v.to_dict(full=True) for v in verdicts],
+        verdicts = lab.check(seed=args.seed, jobs=args.jobs, reps=args.reps, cache=False if args.no_cache else None,
+                             task_progress=Progress(f"{label} {qid}", every_s=args.progress_every))
+        report.append({"lab": qid, "reps": args.reps, "claims": [v.to_dict(full=True) for v in verdicts],
                        "elapsed_s": round(time.perf_counter() - t0, 3)})
+    return report
+
+
+def cmd_check(args):
+    ids = [_qid(x) for x in args.labs] if args.labs else built_ids()
+    for qid in ids:
+        get_lab(qid)  # unknown labs exit 2 before any cluster starts
+    _engine_args(args)
+    with _backend(args):
+        report = check_labs(ids, args)
     if args.format == "json":
         _emit(report, "json")
     else:
@@ -144,7 +171,7 @@ def cmd_check(args):
 
 
 def cmd_sweep(args):
-    from labs.sweeps import sweep
+    from labs.sweeps import Progress, sweep
 
     lab = get_lab(_qid(args.lab))
     base = _parse_sets(lab, args.set)
@@ -156,21 +183,33 @@ def cmd_sweep(args):
         if not sep or not values_text:
             raise UsageError(f"--vary expects NAME=V1,V2,..., got {item!r}")
         vary[name.strip()] = [lab.param(name.strip()).parse(v) for v in values_text.split(",")]
-    if args.reps < 1:
-        raise UsageError(f"--reps must be >= 1, got {args.reps}")
-    if args.jobs < 1:
-        raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
-    rows = sweep(lab.id, base, vary, reps=args.reps, jobs=args.jobs,
-                 progress=lambda k, n: print(f"sweep {lab.id}: {k}/{n} runs", file=sys.stderr))
+    _engine_args(args)
+    with _backend(args):
+        rows = sweep(lab.id, base, vary, reps=args.reps, jobs=args.jobs, seed=args.seed,
+                     cache=False if args.no_cache else None, verdicts=args.format == "json",
+                     progress=Progress(f"sweep {lab.id}", every_s=args.progress_every))
     if args.format == "json":
-        _emit({"lab": lab.id, "vary": list(vary), "params": base, "rows": rows}, "json")
+        _emit({"lab": lab.id, "vary": list(vary), "params": base, "reps": args.reps, "rows": rows}, "json")
     else:
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=[*vary, "arm", "metric", "mean", "ci_low", "ci_high", "reps"],
-                           lineterminator="\n")
+                           lineterminator="\n", extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
         sys.stdout.write(buf.getvalue())
+
+
+def cmd_report(args):
+    from faces.report import write_report
+
+    ids = [_qid(x) for x in args.labs] if args.labs else built_ids()
+    for qid in ids:
+        get_lab(qid)
+    _engine_args(args)
+    with _backend(args):
+        report = check_labs(ids, args, label="report")
+    page = write_report(report, args.out, seed=args.seed)
+    print(page)
 
 
 def cmd_bench(args):
@@ -214,6 +253,20 @@ def cmd_progress(args):
             for c in p.calibration():
                 print(f"{c['concept']}: {c['inside']}/{c['n']} inside the interval"
                       + (f"; on average {c['bias_factor']:.2g}x {c['direction']}" if c["bias_factor"] else ""))
+def _engine_options(s) -> None:
+    """Options of the commands that run the sweep engine (check, sweep, report)."""
+    from labs.sweeps import BACKENDS
+
+    s.add_argument("--reps", type=int, default=1, help="replications per setting (mean and t interval)")
+    s.add_argument("--jobs", type=int, default=1, help="worker processes (joblib; Dask workers of a local cluster)")
+    s.add_argument("--backend", choices=BACKENDS, default="loky",
+                   help="joblib backend: loky (this machine) or dask (a LocalCluster, or --scheduler)")
+    s.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler, e.g. tcp://host:8786")
+    s.add_argument("--scheduler-timeout", type=float, default=5.0, help=argparse.SUPPRESS)
+    s.add_argument("--seed", type=_seed_arg, default=0)
+    s.add_argument("--no-cache", action="store_true",
+                   help="run every task again (neither read nor write the replication cache)")
+    s.add_argument("--progress-every", type=float, default=0.0, help=argparse.SUPPRESS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -234,17 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_run)
     s = sub.add_parser("check", help="every claim's verdict with the region where it holds")
     s.add_argument("labs", nargs="*")
-    s.add_argument("--jobs", type=int, default=1, help="worker processes for the sweep runs (joblib)")
-    s.add_argument("--seed", type=_seed_arg, default=0)
+    _engine_options(s)
     s.add_argument("--format", choices=["json", "table"], default="table")
     s.set_defaults(func=cmd_check)
     s = sub.add_parser("sweep", help="vary one or two parameters, with replications")
     s.add_argument("lab")
     s.add_argument("--vary", required=True, action="append", metavar="NAME=V1,V2,...")
     s.add_argument("--set", action="append", metavar="NAME=VALUE")
-    s.add_argument("--reps", type=int, default=1)
-    s.add_argument("--jobs", type=int, default=1)
-    s.add_argument("--seed", type=_seed_arg, default=0)
+    _engine_options(s)
     s.add_argument("--format", choices=["json", "csv"], default="csv")
     s.set_defaults(func=cmd_sweep)
     s = sub.add_parser("assign", help="student notebooks (nbgrader markers, no outputs)")
@@ -265,6 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("action", choices=["show", "export"], nargs="?", default="show")
     s.add_argument("--format", choices=["json", "csv"], default="json")
     s.set_defaults(func=cmd_progress)
+    s = sub.add_parser("report", help="the claim scoreboard: one static HTML page (+ report.json)")
+    s.add_argument("labs", nargs="*")
+    s.add_argument("--out", required=True, metavar="DIR")
+    _engine_options(s)
+    s.set_defaults(func=cmd_report)
     s = sub.add_parser("bench", help="simulator overhead: sim components vs bare SimPy")
     s.add_argument("--customers", type=int, default=50_000)
     s.add_argument("--rounds", type=int, default=5)
@@ -276,7 +331,7 @@ def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.func(args) or 0
-    except (UsageError, ParamError, CatalogError) as exc:
+    except (UsageError, ParamError, CatalogError, BackendError) as exc:
         msg = " ".join(str(exc).split())
         print(f"archlab: error: {msg}", file=sys.stderr)
         return 2

@@ -58,8 +58,9 @@ def _evidence_note(claim: ClaimSpec) -> str:
     return ""
 
 
-def _decide_with(claim: ClaimSpec, v: float, lo: float, hi: float) -> tuple[str, str]:
-    """holds/fails/inconclusive from an interval, and what would decide an inconclusive one."""
+def _decide_with(claim: ClaimSpec, v: float, lo: float, hi: float, reps: int | None = None) -> tuple[str, str]:
+    """holds/fails/inconclusive from an interval, and what would decide an inconclusive one (with ``reps``:
+    the interval is a t interval across that many replications, so say how many would decide it)."""
     if claim.op == "between":
         a, b = claim.value
         if a <= lo and hi <= b:
@@ -78,12 +79,17 @@ def _decide_with(claim: ClaimSpec, v: float, lo: float, hi: float) -> tuple[str,
     if gap == 0:
         return "inconclusive", "the estimate sits on the target; no sample size separates them here"
     factor = max(2, math.ceil((half / gap) ** 2))
+    if reps:
+        return "inconclusive", f"about {factor * reps} replications (not {reps}) would decide it"
     return "inconclusive", f"about {factor}× more requests or replications would decide it"
 
 
 def point_verdict(claim: ClaimSpec, metrics: dict, intervals: dict | None = None,
-                  reasons: dict | None = None) -> Verdict:
-    """The verdict of ``claim`` at one run's metrics (its interval decides when it has one)."""
+                  reasons: dict | None = None, reps: int | None = None) -> Verdict:
+    """The verdict of ``claim`` at one run's metrics (its interval decides when it has one).
+
+    ``reps``: the metrics are means over that many replications and the intervals t intervals across them.
+    """
     arm_metrics = metrics.get(claim.arm, {})
     if claim.metric not in arm_metrics:
         raise KeyError(f"{claim.id}: the lab did not produce {claim.arm}.{claim.metric}")
@@ -97,8 +103,9 @@ def point_verdict(claim: ClaimSpec, metrics: dict, intervals: dict | None = None
     v = float(v)
     iv = (intervals or {}).get(claim.arm, {}).get(claim.metric)
     if iv is not None and all(math.isfinite(b) for b in iv):
-        verdict, more = _decide_with(claim, v, *iv)
-        shown = f"{fmt_number(v)} (95% CI {fmt_number(iv[0])}–{fmt_number(iv[1])})"
+        verdict, more = _decide_with(claim, v, *iv, reps=reps)
+        over = f", mean of {reps} replications" if reps else ""
+        shown = f"{fmt_number(v)} (95% CI {fmt_number(iv[0])}–{fmt_number(iv[1])}{over})"
     else:
         iv = None
         verdict, more = ("holds" if claim.check(v) else "fails"), ""
@@ -153,16 +160,25 @@ def region_text(axes: list[tuple[str, list]], cells: list[dict]) -> str:
 
 @dataclass
 class SweepRunner:
-    """Runs a lab at settings around a base, memoised, skipping settings the lab's rules forbid."""
+    """Runs a lab at settings around a base, memoised, skipping settings the lab's rules forbid.
+
+    Runs go through the sweep engine (``labs.sweeps.run_points``): the replication cache, the joblib backend
+    in force and, with ``reps`` > 1, that many replications per setting (seeds from ``check_seeds``), whose
+    means and t intervals the verdicts read. ``task_progress(done, total, cached)`` follows the engine's tasks;
+    ``progress(n)`` the number of settings done (as before).
+    """
 
     lab: Any
     seed: int
     base: dict
     progress: Callable[[int], None] | None = None
     memo: dict = field(default_factory=dict)
+    reps: int = 1
+    task_progress: Callable[[int, int, int], None] | None = None
+    cache: bool | None = None
 
     def prefetch(self, changes_list: list[dict], jobs: int = 1) -> None:
-        """Run many settings at once on joblib workers (same seed: identical to running them one by one)."""
+        """Run many settings at once on joblib workers (same seeds: identical to running them one by one)."""
         todo, seen = [], set()
         for changes in changes_list:
             setting = {**self.base, **changes}
@@ -176,18 +192,30 @@ class SweepRunner:
                 continue
             seen.add(key)
             todo.append((key, setting))
-        if jobs <= 1 or len(todo) < 2:
-            for _, setting in todo:
-                self.at({k: v for k, v in setting.items()})
-            return
-        from joblib import Parallel, delayed
-
-        results = Parallel(n_jobs=jobs, return_as="generator")(
-            delayed(_run_at)(self.lab.id, self.seed, setting) for _, setting in todo)
-        for (key, _), res in zip(todo, results):
+        for (key, _), res in zip(todo, self._results([s for _, s in todo], jobs)):
             self.memo[key] = (res, None)
             if self.progress:
                 self.progress(len(self.memo))
+
+    def _results(self, settings: list[dict], jobs: int) -> list:
+        from .sweeps import check_seeds, make_task, replicate, run_points
+
+        seeds = check_seeds(self.lab.id, self.seed, self.base, self.reps)
+        tasks = [make_task(self.lab, s, sd, r) for s in settings for r, sd in enumerate(seeds)]
+        points = run_points(tasks, jobs=jobs, progress=self.task_progress, cache=self.cache) if tasks else []
+        n = len(seeds)
+        return [self._result(s, replicate(points[i * n:(i + 1) * n])) for i, s in enumerate(settings)]
+
+    def _result(self, setting: dict, point):
+        """A Result without series (what verdicts read) from a replicated point."""
+        from .contract import Result
+
+        reps = self.reps if self.reps > 1 else None
+        verdicts = [point_verdict(c, point.metrics, point.intervals, point.reasons, reps=reps)
+                    for c in self.lab.question.claims]
+        return Result(self.lab.id, self.seed, dict(self.lab.settings(setting)), point.metrics, self.lab.targets,
+                      verdicts, {}, point.intervals, [], {}, point.elapsed_s, point.reasons,
+                      tuple(self.lab.assumptions))
 
     def at(self, changes: dict):
         """(result, None) or (None, reason) when a cross-parameter rule forbids the setting."""
@@ -195,18 +223,13 @@ class SweepRunner:
         key = tuple(sorted(setting.items()))
         if key not in self.memo:
             try:
-                self.memo[key] = (self.lab.run(self.seed, **setting), None)
+                self.lab.settings(setting)
+                self.memo[key] = (self._results([setting], 1)[0], None)
             except ParamError as e:
                 self.memo[key] = (None, str(e))
             if self.progress:
                 self.progress(len(self.memo))
         return self.memo[key]
-
-
-def _run_at(lab_id: str, seed: int, setting: dict):
-    from .registry import get_lab
-
-    return get_lab(lab_id).run(seed, **setting)
 
 
 def claim_settings(claim: ClaimSpec, base: dict) -> list[dict]:

@@ -257,12 +257,19 @@ class Lab:
         return 1 + sum(math.prod(len(v) for _, v in c.sweep) + bool(c.control) for c in self.question.claims)
 
     def check(self, seed: int = 0, progress: Callable[[int], None] | None = None, jobs: int = 1,
-              **params) -> list[Verdict]:
-        """Every claim's verdict over its sweep and control, on common random numbers (one seed).
+              reps: int = 1, task_progress: Callable[[int, int, int], None] | None = None,
+              cache: bool | None = None, **params) -> list[Verdict]:
+        """Every claim's verdict over its sweep and control, on common random numbers (one seed per replication).
 
-        ``jobs`` > 1 runs the settings on joblib workers first; the verdicts are the same.
+        Runs go through the sweep engine (``labs.sweeps``): ``jobs`` > 1 runs the settings on joblib workers
+        (the backend ``joblib.parallel_config`` names), finished runs come from the replication cache
+        (``cache=False`` skips it); the verdicts are the same either way. ``reps`` > 1 decides each claim from
+        that many replications per setting (their mean and t interval).
         """
         seed = check_seed(seed)
-        runner = SweepRunner(self, seed, dict(self.settings(params)), progress)
+        if int(reps) < 1:
+            raise ParamError(f"reps must be >= 1, got {reps}")
+        runner = SweepRunner(self, seed, dict(self.settings(params)), progress, reps=int(reps),
+                             task_progress=task_progress, cache=cache)
         runner.prefetch([{}] + [s for c in self.question.claims for s in claim_settings(c, runner.base)], jobs)
         return [check_claim(c, runner) for c in self.question.claims]
