@@ -70,7 +70,7 @@ class ServerSpec:
     port: int = 0  # 0: a free port chosen by the OS
     profile_batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16)
     profile_repeats: int = 60
-    max_records: int = 200_000
+    tcp_nodelay: bool = True  # False reproduces the Nagle + delayed-ACK stall (see _server_main)
 
 
 # =========================================================================== server process
@@ -78,6 +78,16 @@ def _server_main(spec: ServerSpec, conn) -> None:
     """Child process: load the model, time it, bind 127.0.0.1, serve until terminated."""
     try:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
+        # Bind first (a taken port fails fast). proto must be IPPROTO_TCP: asyncio sets TCP_NODELAY only on
+        # sockets that say so, and without it Nagle holds the response body behind the headers until the
+        # client's delayed ACK (~40 ms per response: the first calibration run measured exactly that).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP if spec.tcp_nodelay else 0)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, spec.port))
+        except OSError as e:
+            raise ServerStartError(f"cannot listen on {HOST}:{spec.port}: {e.strerror or e}") from None
+        sock.listen(1024)
         import torch
 
         torch.set_num_threads(1)
@@ -85,13 +95,6 @@ def _server_main(spec: ServerSpec, conn) -> None:
         from sim.profiles import measure_profile
 
         model = get_model("mlp", spec.seed, spec.width)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((HOST, spec.port))
-        except OSError as e:
-            raise ServerStartError(f"cannot listen on {HOST}:{spec.port}: {e.strerror or e}") from None
-        sock.listen(1024)
         profile = measure_profile(model, batch_sizes=spec.profile_batch_sizes, repeats=spec.profile_repeats,
                                   warmup=10, threads=1)
         X = np.asarray(model.X_test, dtype=np.float32)
