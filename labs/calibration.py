@@ -226,7 +226,7 @@ def _measure_mode(mode, config, loads, reps, requests, seed, width, port, log):
             f"batch-1 call {1e3 / cap:.3f} ms mean -> capacity {cap:.0f} req/s")
         out.update(profile=profile, capacity_rps=cap, server_start_s=server.started_s)
         if mode == "no_batching":
-            n = min(300, requests)
+            n = min(300, max(50, requests // 2))
             la = _loadavg()
             res = run_load(server.port, poisson_arrivals(PROBE_LOAD * cap, n, seed + 99), bodies,
                            wall_s=max(10.0, 3 * n / (PROBE_LOAD * cap) + 5))
@@ -336,16 +336,16 @@ def calibrate(lab_id: str = "q11", loads=DEFAULT_LOADS, reps: int = 2, requests:
                     pred[k] = iv
                 row["predictions"][name] = pred
             rows.append(row)
-    import sklearn
-    import torch
+    from importlib.metadata import version
 
     nb, bt = measured["no_batching"], measured.get("batching", measured["no_batching"])
     report = {
         "lab": lab_id,
         "meta": {"date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
                  "cpu": cpu_model(), "cpu_count": os.cpu_count(),
-                 "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                              "numpy": np.__version__, "sklearn": sklearn.__version__, **_web_versions()},
+                 "versions": {"python": platform.python_version(), "torch": version("torch"),
+                              "numpy": np.__version__, "sklearn": version("scikit-learn"),
+                              "uvicorn": version("uvicorn"), "starlette": version("starlette")},
                  "loadavg_start": la_start, "loadavg_end": _loadavg(),
                  "note": "2 shared cores under other jobs: every measurement carries the 1-minute load average.",
                  "loads": list(loads), "reps": reps, "requests": requests, "seed": seed, "width": width,

@@ -32,6 +32,12 @@ def _children(pid: int) -> set[int]:
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[1].split()
+        try:
+            cmd = (d / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"resource_tracker" in cmd:  # multiprocessing's helper: lives as long as this process, by design
+            continue
         if int(fields[1]) == pid and fields[0] != "Z":
             kids.add(int(d.name))
     return kids
