@@ -141,6 +141,21 @@ def seed_widget(where) -> int:
 
 
 # --------------------------------------------------------------------------- pages
+def calibration_box(lab_id: str):
+    """The committed check of this lab's simulator against a real server, when there is one."""
+    from labs import calibration
+
+    rep = calibration.last_report(lab_id)
+    if rep is None:
+        return
+    m = rep["meta"]
+    with st.expander(f":material/compare_arrows: Simulator vs a real server: calibrated {m['date'][:10]}"):
+        if m["cpu"] != calibration.this_cpu():
+            st.warning(f"Measured on {m['cpu']}, not this machine's CPU ({calibration.this_cpu()}).")
+        st.text("\n".join(calibration.summary_lines(rep)))
+        st.caption("archlab calibrate " + lab_id + " re-measures it here (data/calibration/" + lab_id + ".json).")
+
+
 def revealed(lab_id: str) -> bool:
     """Has the learner predicted (or skipped predicting) on this lab's page in this session?"""
     return st.session_state.get(f"revealed_at_{lab_id}") is not None
@@ -349,6 +364,7 @@ def render_lab(q: Question):
                     "(open it in JupyterLab to see the code behind this page).")
         c2.download_button("Download notebook", nb.read_bytes(), file_name=nb.name, key=f"nb_{lab_id}")
 
+    calibration_box(lab_id)
     setting = ex.params_key(values)
     exercises_box(lab)
     watch = tuple(st.session_state.get(f"watch_{lab_id}", lab.headline))  # what the learner predicts

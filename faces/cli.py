@@ -269,6 +269,25 @@ def _engine_options(s) -> None:
     s.add_argument("--progress-every", type=float, default=0.0, help=argparse.SUPPRESS)
 
 
+def cmd_calibrate(args):
+    from labs import calibration as cal
+
+    try:
+        loads = [float(x) for x in args.loads.split(",")] if args.loads else cal.DEFAULT_LOADS
+        report = cal.calibrate(args.lab, loads, args.reps, args.requests, args.seed, port=args.port,
+                               log=lambda s: print(s, file=sys.stderr, flush=True))
+    except (ValueError, cal.CalibrationError) as e:
+        raise UsageError(str(e)) from None
+    except KeyboardInterrupt:
+        print("archlab: interrupted; server and load generator stopped", file=sys.stderr)
+        return 130
+    cal.write_report(report, args.out or cal.REPORT_DIR / f"{args.lab}.json")
+    if args.format == "json":
+        _emit(report, "json")
+    else:
+        print(_table(cal.table_rows(report), cal.TABLE_HEADER))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="archlab", description="ArchLab: simulate AI/ML architecture patterns and check claims.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -324,6 +343,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--customers", type=int, default=50_000)
     s.add_argument("--rounds", type=int, default=5)
     s.set_defaults(func=cmd_bench)
+    s = sub.add_parser("calibrate", help="the simulator against a real server on 127.0.0.1")
+    s.add_argument("lab")
+    s.add_argument("--loads", help="fractions of the unbatched capacity, e.g. 0.3,0.5,0.7,0.85")
+    s.add_argument("--reps", type=int, default=2)
+    s.add_argument("--requests", type=int, default=1500)
+    s.add_argument("--seed", type=_seed_arg, default=0)
+    s.add_argument("--port", type=int, default=0, help="server port on 127.0.0.1 (0: a free one)")
+    s.add_argument("--out", help="report path (default data/calibration/<lab>.json)")
+    s.add_argument("--format", choices=["json", "table"], default="table")
+    s.set_defaults(func=cmd_calibrate)
     return p
 
 
