@@ -49,7 +49,7 @@ class EventDrivenPipelineLab(Lab):
     rules = OUTAGE_RULES
     params = (
         arrival_rate(40.0, 1.0, 2000.0),
-        request_budget(2000, 500, 60000),
+        request_budget(1600, 500, 60000),
         Param("backlog", 500, 100, 20000, unit="events", help="events waiting at once in each capacity run"),
         Param("partitions", 10, 1, 200, unit="partitions", help="partitions of the model.trained topic"),
         Param("consumers", 10, 1, 200, unit="consumers", key=True,
@@ -63,7 +63,7 @@ class EventDrivenPipelineLab(Lab):
         Param("linger_ms", 5.0, 0.0, 1000.0, unit="ms", key=True, help="producer batching delay (Kafka default 5)"),
         Param("outage_mode", "down", choices=("down", "none"), key=True,
               help="down: one consumer group is dead for the window; none: the same window, nothing fails (control)"),
-        *outage_params(15.0, 15.0, modes=("down", "none"), default_mode="down")[1:],
+        *outage_params(10.0, 12.0, modes=("down", "none"), default_mode="down")[1:],
         Param("outage_role", "deployment", choices=ROLES, help="the downstream that goes down (if it is deployed)"),
         Param("crashes", 3, 0, 50, unit="crashes", help="crashes of that consumer between processing and committing"),
         Param("restart_s", 1.0, 0.0, 600.0, unit="s", help="time a crashed consumer takes to come back"),
@@ -80,7 +80,7 @@ class EventDrivenPipelineLab(Lab):
     exercises = (
         Exercise("Make the consumers idempotent. What happens to duplicate side effects after the crashes?",
                  {"idempotent_consumer": True}, ("pattern", "duplicates")),
-        Exercise("Keep records for only 5 s, shorter than the 15 s outage. How many events never reach deployment?",
+        Exercise("Keep records for only 5 s, shorter than the 12 s outage. How many events never reach deployment?",
                  {"retention_s": 5.0}, ("pattern", "lost_events")),
         Exercise("Give the synchronous chain 4 callers. What is left of the throughput gain?",
                  {"sync_workers": 4}, ("comparison", "throughput_gain_x")),
@@ -244,7 +244,7 @@ def _pattern(p, roles, ev, down, crash_at, member_rng, horizon: float) -> dict:
         for c, mem in enumerate(active):
             env.process(run_consumer(env, g, mem, signal, handler_for(j), cfg, [down] if hit else (),
                                      crash_at[np.asarray(who) == c] if hit else (), ConsumerStats()))
-    probe = LagProbe(groups, max(horizon, 1e-3) / 150)
+    probe = LagProbe(groups, max(horizon, 1e-3) / 100)
     env.process(produce())
     env.process(probe.run(env, horizon))
     env.run()
