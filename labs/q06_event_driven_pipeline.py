@@ -94,7 +94,8 @@ class EventDrivenPipelineLab(Lab):
         down = (p.outage_start_s, p.outage_start_s + p.outage_duration_s)
         hit = p.outage_mode == "down" and p.outage_role in roles
         ev = _events(s, p, roles, "", n, poisson_arrivals(s["arrivals"], p.rate_rps, n))
-        crash_at = np.sort(s["crashes"].uniform(0, horizon, p.crashes)) if hit else np.empty(0)
+        target = p.outage_role in roles
+        crash_at = np.sort(s["crashes"].uniform(0, horizon, p.crashes)) if target else np.empty(0)
         base = sync_chain(ev["t"], ev["svc"], p.sync_workers, p.network_ms / 1e3,
                           [down if hit and r == p.outage_role else None for r in roles], p.sync_on_failure)
         pat = _pattern(p, roles, ev, down if hit else None, crash_at, s["crash_members"], horizon)
@@ -149,8 +150,9 @@ class EventDrivenPipelineLab(Lab):
                      missing="the baseline graph has no dependency to remove")
 
         notes = [f"Steady run: {n} events over {horizon:g} s at {p.rate_rps:g}/s; "
-                 + (f"{p.outage_role} down {down[0]:g}-{down[1]:g} s, {p.crashes} crash(es) before a commit."
-                    if hit else "no consumer outage (control, or the outage role is not deployed)."),
+                 + (f"{p.outage_role} down {down[0]:g}-{down[1]:g} s; " if hit else "no consumer outage; ")
+                 + (f"{p.crashes} crash(es) of {p.outage_role} before a commit." if target else
+                    f"{p.outage_role} is not deployed, so nothing fails."),
                  f"Throughput: {CAPACITY_REPS} runs each draining a backlog of {p.backlog} events; "
                  "event lag and delivery are per (event, downstream), from event time to the start of work."]
         series = {"lag": lag.rename(columns={"group": "arm"}),
@@ -239,11 +241,12 @@ def _pattern(p, roles, ev, down, crash_at, member_rng, horizon: float) -> dict:
         members = [f"{role}-{c:03d}" for c in range(p.consumers)]
         g.join(*members)
         active = [mem for mem in members if g.assignment(mem)]
-        hit = role == p.outage_role and down is not None
-        who = member_rng.integers(len(active), size=len(crash_at)) if hit else []
+        target = role == p.outage_role
+        who = member_rng.integers(len(active), size=len(crash_at)) if target else np.empty(0)
         for c, mem in enumerate(active):
-            env.process(run_consumer(env, g, mem, signal, handler_for(j), cfg, [down] if hit else (),
-                                     crash_at[np.asarray(who) == c] if hit else (), ConsumerStats()))
+            env.process(run_consumer(env, g, mem, signal, handler_for(j), cfg,
+                                     [down] if target and down is not None else (),
+                                     crash_at[who == c] if target else (), ConsumerStats()))
     probe = LagProbe(groups, max(horizon, 1e-3) / 100)
     env.process(produce())
     env.process(probe.run(env, horizon))

@@ -377,7 +377,11 @@ class ConsumerGroup:
         return max(ages, default=0.0)
 
     def lost(self, p: int) -> int:
-        """Records this group will never see: skipped by an offset reset, or deleted below where it stands."""
+        """Offsets this group will never commit: skipped by an offset reset, or deleted below where it stands.
+
+        The broker cannot tell whether a member processed a record before crashing without committing
+        it, so this is an upper bound on the records no member processed (equal when nothing crashes).
+        """
         log = self.logs[p]
         at = self.position.get(p, self.committed.get(p)) if p in self.owner else self.committed.get(p)
         pending = max(0, log.log_start_offset - at) if at is not None else 0
