@@ -166,7 +166,7 @@ class EventDrivenPipelineLab(Lab):
 
         o = result.series["outage"].iloc[0]
         spans = [(o.start_s, o.end_s)] if o.active else []
-        lag = lines_by_arm(result.series["lag"], "time_s", "lag_records", "Consumer lag per group (records)",
+        lag = lines_by_arm(result.series["lag"], "time_s", "lag_records", "Consumer lag per group: records past the committed offset (auto-commit gives the saw-tooth)",
                            "records behind", spans, span_label="consumer down")
         tp = pd.DataFrame({"throughput (events/s)": [result.metrics[a]["throughput_events_per_s"]
                                                      for a in ("baseline", "pattern")]},
