@@ -314,6 +314,17 @@ verdict_table
         c.md("writeup", "## Why: the write-up\n\nRead this after you have made your predictions.\n\n"
              + arms + "\n\n".join(parts))
 
+    # 8c. the simulator against a real server (the committed calibration, when the lab has one)
+    from labs import calibration
+
+    report = calibration.last_report(lab.id)
+    if report is not None:
+        lines = "\n".join(f"- {line}" for line in calibration.summary_lines(report))
+        c.md("calibration", "## How far to trust the simulator: a real server\n\n"
+             f"`archlab calibrate {lab.id}` serves the lab's real model on 127.0.0.1 and compares its latency "
+             "with the simulator's at the same load. The committed result (data/calibration/"
+             f"{lab.id}.json):\n\n" + lines)
+
     # 9. exercises
     c.md("exercises", f"""
 {SECTIONS["exercises"]}
