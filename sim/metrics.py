@@ -287,7 +287,9 @@ def wilson(k: float, n: float, z: float = 1.959964) -> Interval:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return Interval(float(p), float(max(0.0, centre - h)), float(min(1.0, centre + h)))
+    low = 0.0 if k <= 0 else float(max(0.0, centre - h))  # exact ends: rounding must not lift 0/n above 0
+    high = 1.0 if k >= n else float(min(1.0, centre + h))
+    return Interval(float(p), low, high)
 
 
 def ratio_interval(num: Interval, den: Interval) -> tuple[float, float]:
