@@ -1,0 +1,345 @@
+"""Q30: many ML teams on one platform: dedicated clusters, or one shared cluster with or without guardrails.
+
+Each tenant submits GPU training and CPU-only jobs in on-off bursts (Poisson while on; peak/mean =
+``burstiness``); one bronze tenant also floods the queue with ``flood_jobs`` jobs mid-window. The same jobs
+(common random numbers) run on three set-ups built from ``sim.cluster`` (Kubernetes semantics): a cluster per
+tenant sized for its own demand quantile; one cluster sized for the aggregate's quantile with a ResourceQuota
+per namespace and gold/bronze PriorityClasses (gold preempts bronze); the same cluster with namespaces only.
+Isolation is checked exhaustively with ``sim.netpolicy``: every cross-tenant (pod, pod, port) attempt between
+tenant namespaces. Cost is node-hours over the arrival window; its interval comes from the sizing quantile's.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from sim.cluster import NEVER, Cluster, Jobs, PriorityClass, ResourceQuota
+from sim.dist import Lognormal
+from sim.metrics import batch_means, percentile_ci
+from sim.netpolicy import (EVERYTHING, INGRESS, EGRESS, NetworkPolicy, Peer, Pod, PolicyRule, PolicySet, Port,
+                           Selector, count_leaks, cross_tenant_attempts)
+from sim.rng import Streams
+
+from .contract import Arm, Exercise, Lab, Outcome, Param
+from .measure import Measurements
+
+GOLD, BRONZE = PriorityClass("gold", 1000), PriorityClass("bronze", 100)
+EQUAL = PriorityClass("standard", 0, NEVER)
+GPU_SIZES, GPU_PROBS = np.array([1, 2, 4, 8]), np.array([0.4, 0.3, 0.2, 0.1])
+CPU_SIZES = np.array([2, 4, 8, 16])
+PORTS = [(22, "TCP"), (53, "UDP"), (443, "TCP"), (5432, "TCP"), (6379, "TCP"), (8080, "TCP"), (8888, "TCP"),
+         (9090, "TCP")]
+POLICIES = ("default_deny", "ingress_only", "empty_namespace_selector", "none")
+FLOOD_AT = 0.4  # the flood arrives at this fraction of the window
+
+
+class MultiTenantLab(Lab):
+    id = "q30"
+    headline = ("comparison", "cost_reduction_pct")
+    refine_param = "jobs"
+    arms = (Arm("baseline", "Dedicated clusters", "one cluster per tenant, sized for that tenant's own demand quantile"),
+            Arm("pattern", "Shared, quotas + priority", "one cluster sized for the aggregate; ResourceQuota per "
+                "namespace, gold PriorityClass preempts bronze, default-deny NetworkPolicies"),
+            Arm("no_quota", "Shared, namespaces only", "the same cluster with no quota, one priority and no "
+                "NetworkPolicy: first come, first served"))
+    assumptions = (
+        "Job run times are lognormal (cv 1); GPU jobs ask 1/2/4/8 GPUs (40/30/20/10%) and CPUs in the node's ratio.",
+        "Clusters are sized once, from the regular jobs' demand with every job started at once (no queue); "
+        "the flood is unplanned.",
+        "Cost is node-hours over the arrival window; every node costs the same and none is added or removed.",
+        "The flooding tenant is bronze; its flood jobs ask 1 GPU each and run as long as other jobs.",
+        "Utilisation is GPUs held by pods (requests, including terminating victims) over GPUs paid for.",
+    )
+    params = (
+        Param("tenants", 10, 1, 50, unit="tenants", key=True, help="teams sharing the platform"),
+        Param("tenant_gpus", 8.0, 1.0, 64.0, unit="GPUs", key=True,
+              help="load: mean GPUs each tenant's regular jobs keep busy"),
+        Param("burstiness", 3.0, 1.0, 10.0, unit="x", key=True,
+              help="peak/mean of each tenant's arrival rate (on-off; 1 = plain Poisson, no bursts)"),
+        Param("burst_hours", 6.0, 0.5, 48.0, unit="h", help="mean length of a tenant's on period"),
+        Param("jobs", 3000, 300, 30000, unit="jobs", help="regular-job budget over all tenants; sets the window"),
+        Param("job_hours", 2.0, 0.1, 24.0, unit="h", help="mean run time of a job (lognormal, cv 1)"),
+        Param("cpu_job_share", 0.3, 0.0, 0.9, unit="fraction", help="share of jobs that are CPU-only (inference, ETL)"),
+        Param("node_gpus", 8, 1, 16, unit="GPUs", help="GPUs per node"),
+        Param("node_cpus", 96, 8, 256, unit="cores", help="CPU cores per node"),
+        Param("sizing_quantile", 0.99, 0.5, 1.0, unit="quantile",
+              help="every cluster is sized for this quantile of its own unqueued demand (1 = its peak)"),
+        Param("quota_pct", 30.0, 5.0, 100.0, unit="%", key=True,
+              help="each namespace's ResourceQuota, as a share of the shared cluster's GPUs and CPUs"),
+        Param("priority_classes", "tiered", choices=("tiered", "equal"), key=True,
+              help="tiered: gold tenants preempt bronze; equal: one class, preemptionPolicy Never"),
+        Param("gold_share", 0.3, 0.0, 1.0, unit="fraction", help="share of tenants in the gold class (never the flooder)"),
+        Param("flood_jobs", 400, 0, 2000, unit="jobs", help="jobs the noisy bronze tenant submits at once (0: none)"),
+        Param("grace_s", 30.0, 0.0, 600.0, unit="s", help="terminationGracePeriodSeconds of a preempted pod"),
+        Param("checkpoint_min", 30.0, 0.0, 600.0, unit="min",
+              help="a job saves progress this often; a victim loses the rest (0: restarts from scratch)"),
+        Param("policy_variant", "default_deny", choices=POLICIES,
+              help="NetworkPolicies of the pattern arm (empty_namespace_selector: the all-namespaces bug)"),
+    )
+    parts = {"isolation": ("tenants", "policy_variant")}
+    exercises = (
+        Exercise("Turn priorities off (one class, no preemption). How slow do gold tenants' jobs get during the flood?",
+                 {"priority_classes": "equal"}, ("pattern", "gold_slowdown_p95")),
+        Exercise("Put 30 tenants on the platform instead of 10. Where does the shared cluster's utilisation go?",
+                 {"tenants": 30}, ("pattern", "utilization_pct")),
+        Exercise("Write the same-namespace rule with an empty namespaceSelector. How many cross-tenant attempts "
+                 "get through?", {"policy_variant": "empty_namespace_selector"}, ("pattern", "leaks")),
+        Exercise("Remove the bursts (burstiness 1). What utilisation do dedicated clusters reach now?",
+                 {"burstiness": 1.0}, ("baseline", "utilization_pct")),
+    )
+
+    # ------------------------------------------------------------------ simulate
+    def simulate(self, seed: int, p) -> Outcome:
+        jobs, regular, window = _workload(Streams(seed), p)
+        n_t, noisy = p.tenants, p.tenants - 1
+        n_gold = min(round(p.gold_share * n_t), n_t - 1)
+        tiers = [GOLD if k < n_gold else BRONZE for k in range(n_t)]
+        grace_h, ckpt_h = p.grace_s / 3600, p.checkpoint_min / 60
+
+        sizes, shared = [], _size(regular, window, p)
+        for k in range(n_t):
+            sizes.append(_size(regular.subset(regular.namespace == k), window, p))
+        runs = {"baseline": [Cluster(sizes[k][0], p.node_cpus, p.node_gpus, [EQUAL] * n_t, None, grace_h, ckpt_h)
+                             .run(jobs.subset(jobs.namespace == k)) for k in range(n_t)]}
+        nodes = shared[0]
+        cap_cpu, cap_gpu = nodes * p.node_cpus, nodes * p.node_gpus
+        quota = ResourceQuota(p.quota_pct / 100 * cap_cpu, p.quota_pct / 100 * cap_gpu)
+        classes = tiers if p.priority_classes == "tiered" else [EQUAL] * n_t
+        runs["pattern"] = [Cluster(nodes, p.node_cpus, p.node_gpus, classes, [quota] * n_t, grace_h, ckpt_h).run(jobs)]
+        runs["no_quota"] = [Cluster(nodes, p.node_cpus, p.node_gpus, [EQUAL] * n_t, None, grace_h, ckpt_h).run(jobs)]
+
+        m = Measurements(("baseline", "pattern", "no_quota", "comparison"))
+        order = {"baseline": np.concatenate([np.flatnonzero(jobs.namespace == k) for k in range(n_t)])}
+        gold_ns = np.array([t is GOLD for t in tiers])
+        for arm, rs in runs.items():
+            idx = order.get(arm, np.arange(len(jobs)))
+            _job_metrics(m, arm, rs, jobs, idx, gold_ns, noisy)
+            _capacity_metrics(m, arm, rs, window, sizes if arm == "baseline" else [shared], p)
+        iso = self.part("isolation", seed, p)
+        for arm in ("baseline", "pattern", "no_quota"):
+            leaks, total, declared = iso[arm]
+            m.value(arm, "leaks", leaks)
+            m.value(arm, "cross_tenant_blocked_pct", 100 * (total - leaks) / total if total else np.nan,
+                    missing="one tenant: there is no other tenant to reach")
+            m.value(arm, "declared_flows_allowed_pct", declared)
+        m.saving_pct("comparison", "cost_reduction_pct", ("pattern", "node_hours"), ("baseline", "node_hours"))
+        m.ratio("comparison", "others_slowdown_protection_x", ("no_quota", "others_slowdown_p95"),
+                ("pattern", "others_slowdown_p95"), missing="one tenant: there are no other tenants to protect")
+
+        series = {"allocation": _allocation_series(runs, window, p), "demand": _demand_series(regular, window, p, sizes,
+                                                                                              shared)}
+        notes = [f"Window: {window:.0f} h of arrivals ({len(regular)} regular jobs, {p.flood_jobs} flood jobs at "
+                 f"{FLOOD_AT * window:.0f} h); {n_t} tenants, {n_gold} gold.",
+                 f"Nodes: dedicated {sum(s[0] for s in sizes)} in total, shared {nodes}; each sized for the "
+                 f"{p.sizing_quantile:g} quantile of its unqueued demand.",
+                 "Cross-tenant attempts: every ordered pair of tenant namespaces x pods x ports, checked exhaustively."]
+        return Outcome(m, series, notes=notes)
+
+    def part_isolation(self, seed: int, p):
+        out = {}
+        tenants = [f"team-{k:02d}" for k in range(p.tenants)]
+        for arm, variant in (("pattern", p.policy_variant), ("no_quota", "none")):
+            ps = platform_policies(tenants, variant)
+            leaks, total = count_leaks(ps, cross_tenant_attempts(ps, tenants, PORTS))
+            out[arm] = (leaks, total, _declared_allowed_pct(ps, tenants))
+        # dedicated clusters: no pod network spans two tenants, so no attempt has a route at all
+        ps = platform_policies(tenants, "default_deny")
+        total = sum(1 for _ in cross_tenant_attempts(ps, tenants, PORTS))
+        out["baseline"] = (0, total, _declared_allowed_pct(ps, tenants))
+        return out
+
+    # ------------------------------------------------------------------ plots
+    def plots(self, result):
+        from .plotting import bar_chart, line_chart
+
+        alloc = result.series["allocation"]
+        flood = [(FLOOD_AT * result.series["demand"]["time_h"].max(),) * 2]
+        rows = [{"arm": arm, "tenants": label, "p95": result.metrics[arm][key]}
+                for arm in ("baseline", "pattern", "no_quota")
+                for label, key in (("gold", "gold_slowdown_p95"), ("bronze", "bronze_slowdown_p95"),
+                                   ("noisy tenant", "noisy_slowdown_p95"))
+                if math.isfinite(result.metrics[arm][key])]
+        return [
+            line_chart(alloc, "time_h", "allocated_pct", "GPUs held by pods, % of GPUs paid for", "time (h)",
+                       "allocated (%)", rules=[("x", flood[0][0], "flood")]),
+            line_chart(result.series["demand"], "time_h", "gpus", "Unqueued GPU demand and the clusters' GPUs",
+                       "time (h)", "GPUs", color="what"),
+            bar_chart(pd.DataFrame(rows), "tenants", "p95", "P95 slowdown (completion time / run time)",
+                      "slowdown (x)", color="arm"),
+        ]
+
+
+# ---------------------------------------------------------------------- workload and sizing
+def _workload(streams: Streams, p) -> tuple[Jobs, Jobs, float]:
+    """Regular on-off jobs of every tenant (same draws in every arm), plus the noisy tenant's flood."""
+    gpu_sizes = np.minimum(GPU_SIZES, p.node_gpus)
+    mean_gpu = float(np.sum(gpu_sizes * GPU_PROBS))
+    gpu_rate = p.tenant_gpus / (mean_gpu * p.job_hours)  # GPU jobs per hour per tenant
+    rate = gpu_rate / (1 - p.cpu_job_share)
+    window = p.jobs / (p.tenants * rate)
+    arrivals, owners = [], []
+    for k in range(p.tenants):
+        rng = streams[f"tenant-{k}"]
+        arrivals.append(_on_off(rng, rate, p.burstiness, p.burst_hours, window))
+        owners.append(np.full(arrivals[-1].size, k))
+    arrival = np.concatenate(arrivals)
+    owner = np.concatenate(owners)
+    n = arrival.size
+    sizes = streams["sizes"]
+    is_cpu = sizes.random(n) < p.cpu_job_share
+    gpu = np.where(is_cpu, 0, sizes.choice(gpu_sizes, n, p=GPU_PROBS))
+    cpu_per_gpu = p.node_cpus / p.node_gpus
+    cpu = np.where(is_cpu, np.minimum(sizes.choice(CPU_SIZES, n), p.node_cpus), gpu * cpu_per_gpu)
+    duration = Lognormal(p.job_hours, 1.0).sample(streams["durations"], n)
+    regular = Jobs(arrival, duration, cpu.astype(float), gpu.astype(float), owner)
+    f = p.flood_jobs
+    flood = Jobs(np.full(f, FLOOD_AT * window), Lognormal(p.job_hours, 1.0).sample(streams["flood"], f),
+                 np.full(f, cpu_per_gpu), np.ones(f), np.full(f, p.tenants - 1))
+    jobs = Jobs(*(np.concatenate([getattr(regular, a), getattr(flood, a)])
+                  for a in ("arrival", "duration", "cpu", "gpu", "namespace")))
+    return jobs, regular, window
+
+
+def _on_off(rng, rate: float, burstiness: float, on_h: float, window: float) -> np.ndarray:
+    """Poisson arrivals at rate x burstiness during on periods (Exp(on_h)), none during off (Exp(on_h (b-1)))."""
+    if burstiness <= 1.0:
+        return np.sort(rng.uniform(0, window, rng.poisson(rate * window)))
+    off_h = on_h * (burstiness - 1)
+    t, on, out = 0.0, rng.random() < 1 / burstiness, []
+    while t < window:
+        length = rng.exponential(on_h if on else off_h)
+        if on:
+            end = min(t + length, window)
+            out.append(rng.uniform(t, end, rng.poisson(rate * burstiness * (end - t))))
+        t, on = t + length, not on
+    return np.sort(np.concatenate(out)) if out else np.zeros(0)
+
+
+def _demand(jobs: Jobs, t: np.ndarray, which: str) -> np.ndarray:
+    """Requests of the jobs running at each time if every job started on arrival (no queue)."""
+    req = jobs.gpu if which == "gpu" else jobs.cpu
+    a, e = np.argsort(jobs.arrival), np.argsort(jobs.arrival + jobs.duration)
+    up = np.concatenate([[0], np.cumsum(req[a])])[np.searchsorted(jobs.arrival[a], t, side="right")]
+    down = np.concatenate([[0], np.cumsum(req[e])])[np.searchsorted((jobs.arrival + jobs.duration)[e], t, "right")]
+    return up - down
+
+
+GRID = 2000
+
+
+def _size(jobs: Jobs, window: float, p) -> tuple[int, int, int]:
+    """Nodes for the sizing quantile of unqueued demand (GPUs and CPUs), with the interval's low and high."""
+    t = (np.arange(GRID) + 0.5) * window / GRID
+    q = 100 * p.sizing_quantile
+    out = []
+    for which, per_node in (("gpu", p.node_gpus), ("cpu", p.node_cpus)):
+        d = _demand(jobs, t, which)
+        iv = percentile_ci(d, q)
+        est = float(np.percentile(d, q))
+        lo, hi = (iv.low, iv.high) if math.isfinite(iv.low) else (est, est)
+        out.append([math.ceil(x / per_node - 1e-9) for x in (est, min(lo, est), max(hi, est))])
+    return tuple(max(1, max(g, c)) for g, c in zip(*out))
+
+
+# ---------------------------------------------------------------------- metrics
+def _job_metrics(m: Measurements, arm: str, runs, jobs: Jobs, idx, gold_ns, noisy: int) -> None:
+    end = np.concatenate([r.end for r in runs])
+    refused = np.concatenate([r.refused for r in runs])
+    preempted = np.concatenate([r.preempted for r in runs])
+    ns, arrival, duration = jobs.namespace[idx], jobs.arrival[idx], jobs.duration[idx]
+    order = np.argsort(arrival, kind="stable")
+    ns, arrival, duration, end, refused, preempted = (x[order] for x in (ns, arrival, duration, end, refused,
+                                                                        preempted))
+    slow = (end - arrival) / duration
+    ok = ~refused
+    groups = {"slowdown_p95": ok, "gold_slowdown_p95": ok & gold_ns[ns],
+              "bronze_slowdown_p95": ok & ~gold_ns[ns] & (ns != noisy), "noisy_slowdown_p95": ok & (ns == noisy),
+              "others_slowdown_p95": ok & (ns != noisy)}
+    for key, mask in groups.items():
+        m.percentiles(arm, slow[mask], (95,), key=key, scale=1.0,
+                      missing=f"no job in this group ({key.split('_slowdown')[0]} tenants) at these settings")
+    m.percentiles(arm, slow[ok], (50,), key="slowdown_p{q}", scale=1.0)
+    m.share(arm, "preempted_pct", int(np.sum(preempted > 0)), len(slow))
+    m.value(arm, "preemptions", float(preempted.sum()))
+    m.value(arm, "lost_gpu_hours", float(sum(r.lost_gpu_h.sum() for r in runs)))
+    m.share(arm, "refused_pct", int(refused.sum()), len(slow))
+
+
+def _capacity_metrics(m: Measurements, arm: str, runs, window: float, sizes, p) -> None:
+    for which, key in (("gpu", "utilization_pct"), ("cpu", "cpu_utilization_pct")):
+        held = sum(r.mean_allocated(0.0, window, which=which) for r in runs)
+        cap = sum(r.capacity_gpu if which == "gpu" else r.capacity_cpu for r in runs)
+        iv = batch_means(100 * held / cap)
+        m.value(arm, key, 100 * sum(r.allocated_hours(0.0, window, which) for r in runs) / (cap * window),
+                (iv.low, iv.high))
+    nodes = [sum(s[k] for s in sizes) for k in range(3)]
+    m.value(arm, "nodes", nodes[0], (nodes[1], nodes[2]))
+    m.value(arm, "node_hours", nodes[0] * window, (nodes[1] * window, nodes[2] * window))
+
+
+def _allocation_series(runs, window: float, p) -> pd.DataFrame:
+    t = (np.arange(200) + 0.5) * window / 200
+    frames = []
+    for arm, rs in runs.items():
+        held = sum(r.mean_allocated(0.0, window, grid=200) for r in rs)
+        frames.append(pd.DataFrame({"time_h": t, "allocated_pct": 100 * held / sum(r.capacity_gpu for r in rs),
+                                    "arm": arm}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _demand_series(regular: Jobs, window: float, p, sizes, shared) -> pd.DataFrame:
+    t = (np.arange(400) + 0.5) * window / 400
+    d = _demand(regular, t, "gpu")
+    rows = [pd.DataFrame({"time_h": t, "gpus": d, "what": "regular demand (all tenants)"}),
+            pd.DataFrame({"time_h": t, "gpus": shared[0] * p.node_gpus, "what": "shared cluster GPUs"}),
+            pd.DataFrame({"time_h": t, "gpus": sum(s[0] for s in sizes) * p.node_gpus,
+                          "what": "dedicated clusters' GPUs (sum)"})]
+    return pd.concat(rows, ignore_index=True)
+
+
+# ---------------------------------------------------------------------- access policy
+def platform_policies(tenants: list[str], variant: str) -> PolicySet:
+    """Tenant namespaces plus platform, monitoring and kube-system, with the variant's NetworkPolicies."""
+    namespaces = {t: {"kubernetes.io/metadata.name": t, "kind": "tenant"} for t in tenants}
+    for name in ("platform", "monitoring", "kube-system"):
+        namespaces[name] = {"kubernetes.io/metadata.name": name, "kind": name}
+    pods = [Pod(t, f"{t}-{app}", (("app", app),)) for t in tenants for app in ("train", "serve", "notebook")]
+    pods += [Pod("platform", "registry", (("app", "registry"),)), Pod("monitoring", "prometheus", (("app", "prom"),)),
+             Pod("kube-system", "coredns", (("k8s-app", "kube-dns"),))]
+    ns_named = lambda n: Selector.of(**{"kubernetes.io/metadata.name": n})  # noqa: E731
+    same = Peer(namespace_selector=EVERYTHING) if variant == "empty_namespace_selector" else Peer(pod_selector=EVERYTHING)
+    policies = []
+    if variant != "none":
+        types = (INGRESS,) if variant == "ingress_only" else (INGRESS, EGRESS)
+        for t in tenants:
+            egress = () if variant == "ingress_only" else (
+                PolicyRule((same,)),
+                PolicyRule((Peer(Selector.of(app="registry"), ns_named("platform")),), (Port(443),)),
+                PolicyRule((Peer(namespace_selector=ns_named("kube-system")),), (Port(53, "UDP"), Port(53))))
+            policies += [
+                NetworkPolicy("default-deny", t, policy_types=types),
+                NetworkPolicy("allow-same-namespace", t, ingress=(PolicyRule((same,)),), egress=egress,
+                              policy_types=types),
+                NetworkPolicy("allow-monitoring", t, ingress=(PolicyRule((Peer(namespace_selector=ns_named(
+                    "monitoring")),), (Port(9090),)),), policy_types=(INGRESS,)),
+            ]
+    return PolicySet(namespaces, pods, policies)
+
+
+def _declared_allowed_pct(ps: PolicySet, tenants: list[str]) -> float:
+    """Share of the declared flows that work: tenant -> registry:443, -> DNS:53/UDP, prometheus -> tenant:9090."""
+    by_name = {pod.name: pod for pod in ps.pods}
+    ok = total = 0
+    for t in tenants:
+        for app in ("train", "serve", "notebook"):
+            pod = by_name[f"{t}-{app}"]
+            for a, b, port, proto in ((pod, by_name["registry"], 443, "TCP"), (pod, by_name["coredns"], 53, "UDP"),
+                                      (by_name["prometheus"], pod, 9090, "TCP")):
+                ok += ps.allowed(a, b, port, proto)
+                total += 1
+    return 100.0 * ok / total
+
+
+LAB = MultiTenantLab()

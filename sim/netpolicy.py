@@ -1,0 +1,168 @@
+"""Kubernetes NetworkPolicy semantics as data, and an exhaustive cross-tenant access check.
+
+Follows ``networking/v1`` ``NetworkPolicySpec`` (REFERENCES.md §26):
+- A pod is isolated for ingress (egress) once a policy in its namespace selects it (``pod_selector``;
+  an empty selector selects every pod of the namespace) with Ingress (Egress) in ``policy_types``.
+  A pod that no such policy selects is non-isolated: everything is allowed in that direction.
+- ``policy_types`` left unset means Ingress, plus Egress when the policy has egress rules.
+- Rules add up across every policy that selects the pod; an isolated pod with no matching rule
+  (e.g. an empty ``ingress`` list) denies all.
+- A peer with only ``pod_selector`` means pods of the *policy's own namespace*; with only
+  ``namespace_selector``, every pod of the matching namespaces (an empty selector matches ALL
+  namespaces); with both, matching pods in matching namespaces. A rule with no peers matches any
+  peer; a rule with no ports matches every port.
+- A connection goes through only if the source's egress AND the destination's ingress allow it.
+Simplifications: no ``ipBlock``, no named ports, no ``endPort``, ``matchLabels`` only (no
+``matchExpressions``), and pods are reachable on any port (the policy alone decides).
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+INGRESS, EGRESS = "Ingress", "Egress"
+
+
+def _labels(d) -> tuple:
+    return tuple(sorted((d or {}).items()))
+
+
+@dataclass(frozen=True)
+class Selector:
+    """``matchLabels``; the empty selector matches everything."""
+
+    match_labels: tuple = ()
+
+    @classmethod
+    def of(cls, **labels) -> "Selector":
+        return cls(_labels(labels))
+
+    def matches(self, labels: dict) -> bool:
+        return all(labels.get(k) == v for k, v in self.match_labels)
+
+
+EVERYTHING = Selector()
+
+
+@dataclass(frozen=True)
+class Peer:
+    pod_selector: Selector | None = None
+    namespace_selector: Selector | None = None
+
+
+@dataclass(frozen=True)
+class Port:
+    port: int | None = None  # None: every port of the protocol
+    protocol: str = "TCP"
+
+    def matches(self, port: int, protocol: str) -> bool:
+        return self.protocol == protocol and (self.port is None or self.port == port)
+
+
+@dataclass(frozen=True)
+class PolicyRule:
+    """One ingress ``from`` / egress ``to`` rule: peers (empty: any) and ports (empty: any)."""
+
+    peers: tuple[Peer, ...] = ()
+    ports: tuple[Port, ...] = ()
+
+
+@dataclass(frozen=True)
+class NetworkPolicy:
+    name: str
+    namespace: str
+    pod_selector: Selector = EVERYTHING
+    ingress: tuple[PolicyRule, ...] = ()
+    egress: tuple[PolicyRule, ...] = ()
+    policy_types: tuple[str, ...] | None = None
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        if self.policy_types is not None:
+            return self.policy_types
+        return (INGRESS, EGRESS) if self.egress else (INGRESS,)
+
+
+@dataclass(frozen=True)
+class Pod:
+    namespace: str
+    name: str
+    labels: tuple = ()
+
+    @property
+    def label_dict(self) -> dict:
+        return dict(self.labels)
+
+
+@dataclass
+class PolicySet:
+    """Namespaces (name -> labels), pods and policies; ``allowed`` answers one connection attempt."""
+
+    namespaces: dict[str, dict]
+    pods: list[Pod]
+    policies: list[NetworkPolicy] = field(default_factory=list)
+
+    def __post_init__(self):
+        self._by_ns: dict[str, list[NetworkPolicy]] = {}
+        for pol in self.policies:
+            if pol.namespace not in self.namespaces:
+                raise ValueError(f"policy {pol.name} is in unknown namespace {pol.namespace}")
+            self._by_ns.setdefault(pol.namespace, []).append(pol)
+        self._memo: dict = {}
+
+    def _peer_matches(self, peer: Peer, policy_ns: str, other: Pod) -> bool:
+        if peer.namespace_selector is None:
+            ns_ok = other.namespace == policy_ns
+        else:
+            ns_ok = peer.namespace_selector.matches(self.namespaces[other.namespace])
+        pod_ok = peer.pod_selector is None or peer.pod_selector.matches(other.label_dict)
+        return ns_ok and pod_ok
+
+    def _direction_allows(self, pod: Pod, other: Pod, port: int, protocol: str, direction: str) -> bool:
+        selecting = [pol for pol in self._by_ns.get(pod.namespace, ())
+                     if direction in pol.types and pol.pod_selector.matches(pod.label_dict)]
+        if not selecting:
+            return True  # non-isolated in this direction
+        for pol in selecting:
+            for rule in (pol.ingress if direction == INGRESS else pol.egress):
+                peers_ok = not rule.peers or any(self._peer_matches(pr, pol.namespace, other) for pr in rule.peers)
+                ports_ok = not rule.ports or any(pt.matches(port, protocol) for pt in rule.ports)
+                if peers_ok and ports_ok:
+                    return True
+        return False
+
+    def allowed(self, src: Pod, dst: Pod, port: int, protocol: str = "TCP") -> bool:
+        key = (src, dst, port, protocol)
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = self._memo[key] = (self._direction_allows(src, dst, port, protocol, EGRESS)
+                                     and self._direction_allows(dst, src, port, protocol, INGRESS))
+        return hit
+
+
+@dataclass(frozen=True)
+class Attempt:
+    src: Pod
+    dst: Pod
+    port: int
+    protocol: str
+
+
+def cross_tenant_attempts(ps: PolicySet, tenants: list[str], ports: list[tuple[int, str]]):
+    """Every ordered pair of distinct tenant namespaces × every pod pair × every (port, protocol)."""
+    by_ns: dict[str, list[Pod]] = {}
+    for pod in ps.pods:
+        by_ns.setdefault(pod.namespace, []).append(pod)
+    for a, b in itertools.permutations(tenants, 2):
+        for src, dst in itertools.product(by_ns.get(a, ()), by_ns.get(b, ())):
+            for port, proto in ports:
+                yield Attempt(src, dst, port, proto)
+
+
+def count_leaks(ps: PolicySet, attempts) -> tuple[int, int]:
+    """(allowed, total) over the attempts; for cross-tenant attempts every allowed one is a leak."""
+    allowed = total = 0
+    for a in attempts:
+        total += 1
+        allowed += ps.allowed(a.src, a.dst, a.port, a.protocol)
+    return allowed, total
