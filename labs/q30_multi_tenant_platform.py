@@ -32,7 +32,7 @@ CPU_SIZES = np.array([2, 4, 8, 16])
 PORTS = [(22, "TCP"), (53, "UDP"), (443, "TCP"), (5432, "TCP"), (6379, "TCP"), (8080, "TCP"), (8888, "TCP"),
          (9090, "TCP")]
 POLICIES = ("default_deny", "ingress_only", "empty_namespace_selector", "none")
-FLOOD_AT = 0.4  # the flood arrives at this fraction of the window
+FLOOD_AT, FLOOD_SPAN = 0.4, 0.1  # the flood arrives at 40% of the window; "during" is the next 10%
 
 
 class MultiTenantLab(Lab):
@@ -115,7 +115,7 @@ class MultiTenantLab(Lab):
         gold_ns = np.array([t is GOLD for t in tiers])
         for arm, rs in runs.items():
             idx = order.get(arm, np.arange(len(jobs)))
-            _job_metrics(m, arm, rs, jobs, idx, gold_ns, noisy)
+            _job_metrics(m, arm, rs, jobs, idx, gold_ns, noisy, (FLOOD_AT * window, (FLOOD_AT + FLOOD_SPAN) * window))
             _capacity_metrics(m, arm, rs, window, sizes if arm == "baseline" else [shared], p)
         iso = self.part("isolation", seed, p)
         for arm in ("baseline", "pattern", "no_quota"):
@@ -125,8 +125,8 @@ class MultiTenantLab(Lab):
                     missing="one tenant: there is no other tenant to reach")
             m.value(arm, "declared_flows_allowed_pct", declared)
         m.saving_pct("comparison", "cost_reduction_pct", ("pattern", "node_hours"), ("baseline", "node_hours"))
-        m.ratio("comparison", "others_slowdown_protection_x", ("no_quota", "others_slowdown_p95"),
-                ("pattern", "others_slowdown_p95"), missing="one tenant: there are no other tenants to protect")
+        m.ratio("comparison", "others_slowdown_protection_x", ("no_quota", "others_flood_slowdown_p95"),
+                ("pattern", "others_flood_slowdown_p95"), missing="one tenant: there are no other tenants to protect")
 
         series = {"allocation": _allocation_series(runs, window, p), "demand": _demand_series(regular, window, p, sizes,
                                                                                               shared)}
@@ -244,7 +244,7 @@ def _size(jobs: Jobs, window: float, p) -> tuple[int, int, int]:
 
 
 # ---------------------------------------------------------------------- metrics
-def _job_metrics(m: Measurements, arm: str, runs, jobs: Jobs, idx, gold_ns, noisy: int) -> None:
+def _job_metrics(m: Measurements, arm: str, runs, jobs: Jobs, idx, gold_ns, noisy: int, flood: tuple) -> None:
     end = np.concatenate([r.end for r in runs])
     refused = np.concatenate([r.refused for r in runs])
     preempted = np.concatenate([r.preempted for r in runs])
@@ -257,9 +257,12 @@ def _job_metrics(m: Measurements, arm: str, runs, jobs: Jobs, idx, gold_ns, nois
     groups = {"slowdown_p95": ok, "gold_slowdown_p95": ok & gold_ns[ns],
               "bronze_slowdown_p95": ok & ~gold_ns[ns] & (ns != noisy), "noisy_slowdown_p95": ok & (ns == noisy),
               "others_slowdown_p95": ok & (ns != noisy)}
+    during = (arrival >= flood[0]) & (arrival < flood[1])
+    groups.update({"gold_flood_slowdown_p95": groups["gold_slowdown_p95"] & during,
+                   "others_flood_slowdown_p95": groups["others_slowdown_p95"] & during})
     for key, mask in groups.items():
         m.percentiles(arm, slow[mask], (95,), key=key, scale=1.0,
-                      missing=f"no job in this group ({key.split('_slowdown')[0]} tenants) at these settings")
+                      missing=f"no job of {key.split('_')[0]} tenants in this group at these settings")
     m.percentiles(arm, slow[ok], (50,), key="slowdown_p{q}", scale=1.0)
     m.share(arm, "preempted_pct", int(np.sum(preempted > 0)), len(slow))
     m.value(arm, "preemptions", float(preempted.sum()))

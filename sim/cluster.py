@@ -137,9 +137,10 @@ class Cluster:
         prio = [self.priority[k].value for k in ns]
         can_preempt = [pc.preemption_policy == PREEMPT_LOWER for pc in self.priority]
         n_nodes, inv_g, inv_c = self.n_nodes, 1.0 / self.node_gpu, 1.0 / self.node_cpu
-        free_cpu = [self.node_cpu] * n_nodes
-        free_gpu = [self.node_gpu] * n_nodes
+        free_cpu = np.full(n_nodes, self.node_cpu)
+        free_gpu = np.full(n_nodes, self.node_gpu)
         on_node: list[set[int]] = [set() for _ in range(n_nodes)]
+        low: dict[int, np.ndarray] = {}  # priority -> (2, nodes) CPUs and GPUs of running pods per node
         nominated: list[list[int]] = [[] for _ in range(n_nodes)]  # preemptors waiting for each node
         nominated_to = [-1] * n
         victims_left = [0] * n  # preemptor -> its victims still terminating
@@ -211,18 +212,26 @@ class Cluster:
         def best_fit(j):
             """The node that fits j with the least room left (MostAllocated), or -1."""
             c, g, p = cpu[j], gpu[j], prio[j]
-            best, best_score = -1, float("inf")
-            for node in range(n_nodes):
-                fg, fc = free_gpu[node], free_cpu[node]
-                if nominated[node]:
-                    rc, rg = reserved(node, p, j)
-                    fc, fg = fc - rc, fg - rg
-                if fg + 1e-9 < g or fc + 1e-9 < c:
-                    continue
-                score = (fg - g) * inv_g + (fc - c) * inv_c
-                if score < best_score:
-                    best, best_score = node, score
-            return best
+            fc, fg = free_cpu, free_gpu
+            if any(nominated):
+                fc, fg = free_cpu.copy(), free_gpu.copy()
+                for node in range(n_nodes):
+                    if nominated[node]:
+                        rc, rg = reserved(node, p, j)
+                        fc[node] -= rc
+                        fg[node] -= rg
+            if n_nodes <= 32:  # a plain loop beats numpy's per-call overhead on small clusters
+                best, best_score = -1, float("inf")
+                for node, (a, b) in enumerate(zip(fg.tolist(), fc.tolist())):
+                    if a + 1e-9 >= g and b + 1e-9 >= c:
+                        score = (a - g) * inv_g + (b - c) * inv_c
+                        if score < best_score:
+                            best, best_score = node, score
+                return best
+            score = (fg - g) * inv_g + (fc - c) * inv_c
+            score[(fg + 1e-9 < g) | (fc + 1e-9 < c)] = np.inf
+            node = int(np.argmin(score))
+            return node if score[node] < np.inf else -1
 
         def bind(j, node, now):
             if nominated_to[j] >= 0:
@@ -233,15 +242,24 @@ class Cluster:
             total["cpu"] += cpu[j]
             total["gpu"] += gpu[j]
             on_node[node].add(j)
+            running(node, j, 1)
             node_of[j], state[j], run_start[j] = node, RUNNING, now
             if start[j] != start[j]:
                 start[j] = now
             version[j] += 1
             heapq.heappush(events, (now + duration[j] - done_work[j], _FINISH, j, version[j]))
 
+        def running(node, j, sign):
+            acc = low.get(prio[j])
+            if acc is None:
+                acc = low[prio[j]] = np.zeros((2, n_nodes))
+            acc[0, node] += sign * cpu[j]
+            acc[1, node] += sign * gpu[j]
+
         def select_victims(j, node):
             """SelectVictimsOnNode: remove all lower-priority pods, then reprieve the most important."""
-            lower = [v for v in on_node[node] if state[v] == RUNNING and prio[v] < prio[j]]
+            p = prio[j]
+            lower = [v for v in on_node[node] if state[v] == RUNNING and prio[v] < p]
             if not lower:
                 return None
             rc, rg = reserved(node, prio[j], j)
@@ -260,7 +278,12 @@ class Cluster:
 
         def preempt(j, now) -> bool:
             best_key, best = None, None
-            for node in range(n_nodes):
+            room = np.stack([free_cpu, free_gpu])
+            for q, acc in low.items():
+                if q < prio[j]:
+                    room = room + acc
+            # nodes where even evicting every lower-priority pod would not make room are dropped at once
+            for node in np.flatnonzero((room[0] + 1e-9 >= cpu[j]) & (room[1] + 1e-9 >= gpu[j])).tolist():
                 victims = select_victims(j, node)
                 if not victims:
                     continue
@@ -287,6 +310,7 @@ class Cluster:
             lost[v] += (ran - saved + self.grace_h) * gpu[v]
             done_work[v] += saved
             preempted[v] += 1
+            running(node_of[v], v, -1)
             state[v] = TERMINATING
             waiting_for[v] = preemptor
             version[v] += 1
@@ -345,6 +369,7 @@ class Cluster:
                 elif ver != version[j]:
                     continue
                 elif kind == _FINISH:
+                    running(node_of[j], j, -1)
                     release(j, now)
                     state[j], end[j] = DONE, now
                     touched.add(ns[j])

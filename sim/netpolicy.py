@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 INGRESS, EGRESS = "Ingress", "Egress"
 
@@ -89,10 +90,6 @@ class Pod:
     name: str
     labels: tuple = ()
 
-    @property
-    def label_dict(self) -> dict:
-        return dict(self.labels)
-
 
 @dataclass
 class PolicySet:
@@ -108,40 +105,56 @@ class PolicySet:
             if pol.namespace not in self.namespaces:
                 raise ValueError(f"policy {pol.name} is in unknown namespace {pol.namespace}")
             self._by_ns.setdefault(pol.namespace, []).append(pol)
-        self._memo: dict = {}
+        self._labels: dict[int, dict] = {}
+        self._selecting: dict[tuple, list[NetworkPolicy]] = {}
+        self._matching: dict[tuple, object] = {}
+
+    def _pod_labels(self, pod: Pod) -> dict:
+        d = self._labels.get(id(pod))
+        if d is None:
+            d = self._labels[id(pod)] = dict(pod.labels)
+        return d
 
     def _peer_matches(self, peer: Peer, policy_ns: str, other: Pod) -> bool:
         if peer.namespace_selector is None:
             ns_ok = other.namespace == policy_ns
         else:
             ns_ok = peer.namespace_selector.matches(self.namespaces[other.namespace])
-        pod_ok = peer.pod_selector is None or peer.pod_selector.matches(other.label_dict)
-        return ns_ok and pod_ok
+        return ns_ok and (peer.pod_selector is None or peer.pod_selector.matches(self._pod_labels(other)))
 
-    def _direction_allows(self, pod: Pod, other: Pod, port: int, protocol: str, direction: str) -> bool:
-        selecting = [pol for pol in self._by_ns.get(pod.namespace, ())
-                     if direction in pol.types and pol.pod_selector.matches(pod.label_dict)]
+    def _rules_for(self, pod: Pod, other: Pod, direction: str):
+        """True if ``pod`` is not isolated in ``direction``; else the port lists of the rules whose peers
+        match ``other`` (a pod/peer pair is worked out once, then each port is a quick look-up)."""
+        key = (id(pod), id(other), direction)
+        hit = self._matching.get(key)
+        if hit is not None:
+            return hit
+        skey = (id(pod), direction)
+        selecting = self._selecting.get(skey)
+        if selecting is None:
+            labels = self._pod_labels(pod)
+            selecting = self._selecting[skey] = [pol for pol in self._by_ns.get(pod.namespace, ())
+                                                 if direction in pol.types and pol.pod_selector.matches(labels)]
         if not selecting:
-            return True  # non-isolated in this direction
-        for pol in selecting:
-            for rule in (pol.ingress if direction == INGRESS else pol.egress):
-                peers_ok = not rule.peers or any(self._peer_matches(pr, pol.namespace, other) for pr in rule.peers)
-                ports_ok = not rule.ports or any(pt.matches(port, protocol) for pt in rule.ports)
-                if peers_ok and ports_ok:
-                    return True
-        return False
-
-    def allowed(self, src: Pod, dst: Pod, port: int, protocol: str = "TCP") -> bool:
-        key = (src, dst, port, protocol)
-        hit = self._memo.get(key)
-        if hit is None:
-            hit = self._memo[key] = (self._direction_allows(src, dst, port, protocol, EGRESS)
-                                     and self._direction_allows(dst, src, port, protocol, INGRESS))
+            hit = True  # non-isolated in this direction
+        else:
+            hit = tuple(rule.ports for pol in selecting for rule in (pol.ingress if direction == INGRESS else pol.egress)
+                        if not rule.peers or any(self._peer_matches(pr, pol.namespace, other) for pr in rule.peers))
+        self._matching[key] = hit
         return hit
 
+    def _direction_allows(self, pod: Pod, other: Pod, port: int, protocol: str, direction: str) -> bool:
+        rules = self._rules_for(pod, other, direction)
+        if rules is True:
+            return True
+        return any(not ports or any(pt.matches(port, protocol) for pt in ports) for ports in rules)
 
-@dataclass(frozen=True)
-class Attempt:
+    def allowed(self, src: Pod, dst: Pod, port: int, protocol: str = "TCP") -> bool:
+        return (self._direction_allows(src, dst, port, protocol, EGRESS)
+                and self._direction_allows(dst, src, port, protocol, INGRESS))
+
+
+class Attempt(NamedTuple):
     src: Pod
     dst: Pod
     port: int
@@ -162,7 +175,7 @@ def cross_tenant_attempts(ps: PolicySet, tenants: list[str], ports: list[tuple[i
 def count_leaks(ps: PolicySet, attempts) -> tuple[int, int]:
     """(allowed, total) over the attempts; for cross-tenant attempts every allowed one is a leak."""
     allowed = total = 0
-    for a in attempts:
+    for src, dst, port, protocol in attempts:
         total += 1
-        allowed += ps.allowed(a.src, a.dst, a.port, a.protocol)
+        allowed += ps.allowed(src, dst, port, protocol)
     return allowed, total
