@@ -229,15 +229,32 @@ def _demand(jobs: Jobs, t: np.ndarray, which: str) -> np.ndarray:
 GRID = 2000
 
 
+def _time_quantile(jobs: Jobs, window: float, which: str, q: float) -> float:
+    """Exact time-weighted q-quantile over [0, window] of the unqueued demand (a step function)."""
+    req = jobs.gpu if which == "gpu" else jobs.cpu
+    t = np.concatenate([jobs.arrival, jobs.arrival + jobs.duration, [0.0, window]])
+    step = np.concatenate([req, -req, [0.0, 0.0]])
+    order = np.argsort(t, kind="stable")
+    t, level = np.clip(t[order], 0, window), np.cumsum(step[order])
+    dwell = np.diff(t)  # level[k] holds from t[k] to t[k+1]
+    levels, dwell = level[:-1][dwell > 0], dwell[dwell > 0]
+    if levels.size == 0:
+        return 0.0
+    by = np.argsort(levels, kind="stable")
+    cum = np.cumsum(dwell[by])
+    k = min(int(np.searchsorted(cum, q * cum[-1] - 1e-9)), levels.size - 1)
+    return float(levels[by][k])
+
+
 def _size(jobs: Jobs, window: float, p) -> tuple[int, int, int]:
-    """Nodes for the sizing quantile of unqueued demand (GPUs and CPUs), with the interval's low and high."""
+    """Nodes for the sizing quantile of unqueued demand (GPUs and CPUs); low and high from a batch-means
+    interval of the quantile over a time grid."""
     t = (np.arange(GRID) + 0.5) * window / GRID
     q = 100 * p.sizing_quantile
     out = []
     for which, per_node in (("gpu", p.node_gpus), ("cpu", p.node_cpus)):
-        d = _demand(jobs, t, which)
-        iv = percentile_ci(d, q)
-        est = float(np.percentile(d, q))
+        est = _time_quantile(jobs, window, which, p.sizing_quantile)
+        iv = percentile_ci(_demand(jobs, t, which), q)
         lo, hi = (iv.low, iv.high) if math.isfinite(iv.low) else (est, est)
         out.append([math.ceil(x / per_node - 1e-9) for x in (est, min(lo, est), max(hi, est))])
     return tuple(max(1, max(g, c)) for g, c in zip(*out))

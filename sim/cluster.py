@@ -106,7 +106,8 @@ class ClusterRun:
     def allocated_hours(self, t0: float, t1: float, which: str = "gpu") -> float:
         """Exact integral of allocated GPUs (or CPUs) over [t0, t1]."""
         series = self.alloc_gpu if which == "gpu" else self.alloc_cpu
-        edges = np.clip(np.append(self.alloc_t, np.inf), t0, t1)
+        last = t1 if np.isfinite(t1) else max(t0, self.alloc_t[-1])  # nothing is held after the last event
+        edges = np.clip(np.append(self.alloc_t, last), t0, last)
         return float(np.sum(series * np.diff(edges)))
 
 
@@ -143,6 +144,7 @@ class Cluster:
         low: dict[int, np.ndarray] = {}  # priority -> (2, nodes) CPUs and GPUs of running pods per node
         nominated: list[list[int]] = [[] for _ in range(n_nodes)]  # preemptors waiting for each node
         nominated_to = [-1] * n
+        n_nominated = [0]  # pods nominated to some node
         victims_left = [0] * n  # preemptor -> its victims still terminating
         waiting_for = [-1] * n  # victim -> the preemptor it makes room for
         node_of = [-1] * n
@@ -213,13 +215,13 @@ class Cluster:
             """The node that fits j with the least room left (MostAllocated), or -1."""
             c, g, p = cpu[j], gpu[j], prio[j]
             fc, fg = free_cpu, free_gpu
-            if any(nominated):
+            held = [node for node in range(n_nodes) if nominated[node]] if n_nominated[0] else ()
+            if held:
                 fc, fg = free_cpu.copy(), free_gpu.copy()
-                for node in range(n_nodes):
-                    if nominated[node]:
-                        rc, rg = reserved(node, p, j)
-                        fc[node] -= rc
-                        fg[node] -= rg
+                for node in held:
+                    rc, rg = reserved(node, p, j)
+                    fc[node] -= rc
+                    fg[node] -= rg
             if n_nodes <= 32:  # a plain loop beats numpy's per-call overhead on small clusters
                 best, best_score = -1, float("inf")
                 for node, (a, b) in enumerate(zip(fg.tolist(), fc.tolist())):
@@ -236,6 +238,7 @@ class Cluster:
         def bind(j, node, now):
             if nominated_to[j] >= 0:
                 nominated[nominated_to[j]].remove(j)
+                n_nominated[0] -= 1
                 nominated_to[j] = -1
             free_cpu[node] -= cpu[j]
             free_gpu[node] -= gpu[j]
@@ -299,8 +302,10 @@ class Cluster:
                 evict(v, j, now)
             if nominated_to[j] >= 0:
                 nominated[nominated_to[j]].remove(j)
+                n_nominated[0] -= 1
             nominated_to[j] = node
             nominated[node].append(j)
+            n_nominated[0] += 1
             victims_left[j] = len(victims)
             return True
 
