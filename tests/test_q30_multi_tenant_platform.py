@@ -137,7 +137,7 @@ def test_check_pins_each_claims_region(regions):
     assert noisy.verdict == "conditional" and noisy.control["vanishes"]
     assert all(c["verdict"] != "holds" for c in noisy.grid if c["quota_pct"] in (10.0, 100.0))
     pre = regions["q30.preemption"]
-    assert pre.verdict == "conditional"
+    assert pre.verdict == "conditional" and pre.control["vanishes"]
     assert all(c["verdict"] != "holds" for c in pre.grid if c["priority_classes"] == "equal")
     assert any(c["verdict"] == "holds" for c in pre.grid if c["sizing_quantile"] == 0.9)
 
