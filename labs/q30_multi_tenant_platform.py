@@ -15,11 +15,12 @@ import math
 import numpy as np
 import pandas as pd
 
-from sim.cluster import NEVER, Cluster, Jobs, PriorityClass, ResourceQuota
+from sim.cluster import (NEVER, Cluster, Jobs, PriorityClass, ResourceQuota, on_off_arrivals, time_quantile,
+                         unqueued_demand)
 from sim.dist import Lognormal
 from sim.metrics import batch_means, percentile_ci
-from sim.netpolicy import (EVERYTHING, INGRESS, EGRESS, NetworkPolicy, Peer, Pod, PolicyRule, PolicySet, Port,
-                           Selector, count_leaks, cross_tenant_attempts)
+from sim.netpolicy import (POLICY_VARIANTS, count_leaks, cross_tenant_attempts, declared_flows_allowed_pct,
+                           platform_policies)
 from sim.rng import Streams
 
 from .contract import Arm, Exercise, Lab, Outcome, Param
@@ -31,7 +32,6 @@ GPU_SIZES, GPU_PROBS = np.array([1, 2, 4, 8]), np.array([0.4, 0.3, 0.2, 0.1])
 CPU_SIZES = np.array([2, 4, 8, 16])
 PORTS = [(22, "TCP"), (53, "UDP"), (443, "TCP"), (5432, "TCP"), (6379, "TCP"), (8080, "TCP"), (8888, "TCP"),
          (9090, "TCP")]
-POLICIES = ("default_deny", "ingress_only", "empty_namespace_selector", "none")
 FLOOD_AT, FLOOD_SPAN = 0.4, 0.1  # the flood arrives at 40% of the window; "during" is the next 10%
 
 
@@ -75,7 +75,7 @@ class MultiTenantLab(Lab):
         Param("grace_s", 30.0, 0.0, 600.0, unit="s", help="terminationGracePeriodSeconds of a preempted pod"),
         Param("checkpoint_min", 30.0, 0.0, 600.0, unit="min",
               help="a job saves progress this often; a victim loses the rest (0: restarts from scratch)"),
-        Param("policy_variant", "default_deny", choices=POLICIES,
+        Param("policy_variant", "default_deny", choices=POLICY_VARIANTS,
               help="NetworkPolicies of the pattern arm (empty_namespace_selector: the all-namespaces bug)"),
     )
     parts = {"isolation": ("tenants", "policy_variant")}
@@ -143,11 +143,11 @@ class MultiTenantLab(Lab):
         for arm, variant in (("pattern", p.policy_variant), ("no_quota", "none")):
             ps = platform_policies(tenants, variant)
             leaks, total = count_leaks(ps, cross_tenant_attempts(ps, tenants, PORTS))
-            out[arm] = (leaks, total, _declared_allowed_pct(ps, tenants))
+            out[arm] = (leaks, total, declared_flows_allowed_pct(ps, tenants))
         # dedicated clusters: no pod network spans two tenants, so no attempt has a route at all
         ps = platform_policies(tenants, "default_deny")
         total = sum(1 for _ in cross_tenant_attempts(ps, tenants, PORTS))
-        out["baseline"] = (0, total, _declared_allowed_pct(ps, tenants))
+        out["baseline"] = (0, total, declared_flows_allowed_pct(ps, tenants))
         return out
 
     # ------------------------------------------------------------------ plots
@@ -182,7 +182,7 @@ def _workload(streams: Streams, p) -> tuple[Jobs, Jobs, float]:
     arrivals, owners = [], []
     for k in range(p.tenants):
         rng = streams[f"tenant-{k}"]
-        arrivals.append(_on_off(rng, rate, p.burstiness, p.burst_hours, window))
+        arrivals.append(on_off_arrivals(rng, rate, p.burstiness, p.burst_hours, window))
         owners.append(np.full(arrivals[-1].size, k))
     arrival = np.concatenate(arrivals)
     owner = np.concatenate(owners)
@@ -202,48 +202,7 @@ def _workload(streams: Streams, p) -> tuple[Jobs, Jobs, float]:
     return jobs, regular, window
 
 
-def _on_off(rng, rate: float, burstiness: float, on_h: float, window: float) -> np.ndarray:
-    """Poisson arrivals at rate x burstiness during on periods (Exp(on_h)), none during off (Exp(on_h (b-1)))."""
-    if burstiness <= 1.0:
-        return np.sort(rng.uniform(0, window, rng.poisson(rate * window)))
-    off_h = on_h * (burstiness - 1)
-    t, on, out = 0.0, rng.random() < 1 / burstiness, []
-    while t < window:
-        length = rng.exponential(on_h if on else off_h)
-        if on:
-            end = min(t + length, window)
-            out.append(rng.uniform(t, end, rng.poisson(rate * burstiness * (end - t))))
-        t, on = t + length, not on
-    return np.sort(np.concatenate(out)) if out else np.zeros(0)
-
-
-def _demand(jobs: Jobs, t: np.ndarray, which: str) -> np.ndarray:
-    """Requests of the jobs running at each time if every job started on arrival (no queue)."""
-    req = jobs.gpu if which == "gpu" else jobs.cpu
-    a, e = np.argsort(jobs.arrival), np.argsort(jobs.arrival + jobs.duration)
-    up = np.concatenate([[0], np.cumsum(req[a])])[np.searchsorted(jobs.arrival[a], t, side="right")]
-    down = np.concatenate([[0], np.cumsum(req[e])])[np.searchsorted((jobs.arrival + jobs.duration)[e], t, "right")]
-    return up - down
-
-
 GRID = 2000
-
-
-def _time_quantile(jobs: Jobs, window: float, which: str, q: float) -> float:
-    """Exact time-weighted q-quantile over [0, window] of the unqueued demand (a step function)."""
-    req = jobs.gpu if which == "gpu" else jobs.cpu
-    t = np.concatenate([jobs.arrival, jobs.arrival + jobs.duration, [0.0, window]])
-    step = np.concatenate([req, -req, [0.0, 0.0]])
-    order = np.argsort(t, kind="stable")
-    t, level = np.clip(t[order], 0, window), np.cumsum(step[order])
-    dwell = np.diff(t)  # level[k] holds from t[k] to t[k+1]
-    levels, dwell = level[:-1][dwell > 0], dwell[dwell > 0]
-    if levels.size == 0:
-        return 0.0
-    by = np.argsort(levels, kind="stable")
-    cum = np.cumsum(dwell[by])
-    k = min(int(np.searchsorted(cum, q * cum[-1] - 1e-9)), levels.size - 1)
-    return float(levels[by][k])
 
 
 def _size(jobs: Jobs, window: float, p) -> tuple[int, int, int]:
@@ -253,8 +212,8 @@ def _size(jobs: Jobs, window: float, p) -> tuple[int, int, int]:
     q = 100 * p.sizing_quantile
     out = []
     for which, per_node in (("gpu", p.node_gpus), ("cpu", p.node_cpus)):
-        est = _time_quantile(jobs, window, which, p.sizing_quantile)
-        iv = percentile_ci(_demand(jobs, t, which), q)
+        est = time_quantile(jobs, window, which, p.sizing_quantile)
+        iv = percentile_ci(unqueued_demand(jobs, t, which), q)
         lo, hi = (iv.low, iv.high) if math.isfinite(iv.low) else (est, est)
         out.append([math.ceil(x / per_node - 1e-9) for x in (est, min(lo, est), max(hi, est))])
     return tuple(max(1, max(g, c)) for g, c in zip(*out))
@@ -281,10 +240,18 @@ def _job_metrics(m: Measurements, arm: str, runs, jobs: Jobs, idx, gold_ns, nois
         m.percentiles(arm, slow[mask], (95,), key=key, scale=1.0,
                       missing=f"no job of {key.split('_')[0]} tenants in this group at these settings")
     m.percentiles(arm, slow[ok], (50,), key="slowdown_p{q}", scale=1.0)
-    m.share(arm, "preempted_pct", int(np.sum(preempted > 0)), len(slow))
+    _share(m, arm, "preempted_pct", int(np.sum(preempted > 0)), len(slow))
     m.value(arm, "preemptions", float(preempted.sum()))
     m.value(arm, "lost_gpu_hours", float(sum(r.lost_gpu_h.sum() for r in runs)))
-    m.share(arm, "refused_pct", int(refused.sum()), len(slow))
+    _share(m, arm, "refused_pct", int(refused.sum()), len(slow))
+
+
+def _share(m: Measurements, arm: str, key: str, k: int, n: int) -> None:
+    """A Wilson share whose low end is exactly 0 when nothing was counted (sim.metrics.wilson can return
+    a rounding residue such as 1e-17 there, which would read as 'more than zero')."""
+    m.share(arm, key, k, n)
+    if k == 0 and key in m.intervals[arm]:
+        m.intervals[arm][key] = (0.0, m.intervals[arm][key][1])
 
 
 def _capacity_metrics(m: Measurements, arm: str, runs, window: float, sizes, p) -> None:
@@ -311,55 +278,12 @@ def _allocation_series(runs, window: float, p) -> pd.DataFrame:
 
 def _demand_series(regular: Jobs, window: float, p, sizes, shared) -> pd.DataFrame:
     t = (np.arange(400) + 0.5) * window / 400
-    d = _demand(regular, t, "gpu")
+    d = unqueued_demand(regular, t, "gpu")
     rows = [pd.DataFrame({"time_h": t, "gpus": d, "what": "regular demand (all tenants)"}),
             pd.DataFrame({"time_h": t, "gpus": shared[0] * p.node_gpus, "what": "shared cluster GPUs"}),
             pd.DataFrame({"time_h": t, "gpus": sum(s[0] for s in sizes) * p.node_gpus,
                           "what": "dedicated clusters' GPUs (sum)"})]
     return pd.concat(rows, ignore_index=True)
-
-
-# ---------------------------------------------------------------------- access policy
-def platform_policies(tenants: list[str], variant: str) -> PolicySet:
-    """Tenant namespaces plus platform, monitoring and kube-system, with the variant's NetworkPolicies."""
-    namespaces = {t: {"kubernetes.io/metadata.name": t, "kind": "tenant"} for t in tenants}
-    for name in ("platform", "monitoring", "kube-system"):
-        namespaces[name] = {"kubernetes.io/metadata.name": name, "kind": name}
-    pods = [Pod(t, f"{t}-{app}", (("app", app),)) for t in tenants for app in ("train", "serve", "notebook")]
-    pods += [Pod("platform", "registry", (("app", "registry"),)), Pod("monitoring", "prometheus", (("app", "prom"),)),
-             Pod("kube-system", "coredns", (("k8s-app", "kube-dns"),))]
-    ns_named = lambda n: Selector.of(**{"kubernetes.io/metadata.name": n})  # noqa: E731
-    same = Peer(namespace_selector=EVERYTHING) if variant == "empty_namespace_selector" else Peer(pod_selector=EVERYTHING)
-    policies = []
-    if variant != "none":
-        types = (INGRESS,) if variant == "ingress_only" else (INGRESS, EGRESS)
-        for t in tenants:
-            egress = () if variant == "ingress_only" else (
-                PolicyRule((same,)),
-                PolicyRule((Peer(Selector.of(app="registry"), ns_named("platform")),), (Port(443),)),
-                PolicyRule((Peer(namespace_selector=ns_named("kube-system")),), (Port(53, "UDP"), Port(53))))
-            policies += [
-                NetworkPolicy("default-deny", t, policy_types=types),
-                NetworkPolicy("allow-same-namespace", t, ingress=(PolicyRule((same,)),), egress=egress,
-                              policy_types=types),
-                NetworkPolicy("allow-monitoring", t, ingress=(PolicyRule((Peer(namespace_selector=ns_named(
-                    "monitoring")),), (Port(9090),)),), policy_types=(INGRESS,)),
-            ]
-    return PolicySet(namespaces, pods, policies)
-
-
-def _declared_allowed_pct(ps: PolicySet, tenants: list[str]) -> float:
-    """Share of the declared flows that work: tenant -> registry:443, -> DNS:53/UDP, prometheus -> tenant:9090."""
-    by_name = {pod.name: pod for pod in ps.pods}
-    ok = total = 0
-    for t in tenants:
-        for app in ("train", "serve", "notebook"):
-            pod = by_name[f"{t}-{app}"]
-            for a, b, port, proto in ((pod, by_name["registry"], 443, "TCP"), (pod, by_name["coredns"], 53, "UDP"),
-                                      (by_name["prometheus"], pod, 9090, "TCP")):
-                ok += ps.allowed(a, b, port, proto)
-                total += 1
-    return 100.0 * ok / total
 
 
 LAB = MultiTenantLab()

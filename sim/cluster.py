@@ -23,6 +23,7 @@ Simplifications: no PodDisruptionBudgets, no candidate-node sampling (every node
 no LimitRange, one pod per job, two resources. A victim keeps the work up to its last checkpoint
 and its replacement pod joins the queue with the job's original creation time.
 The engine is a plain event loop (a heap of timed events): every event is a scheduler event.
+Workload helpers at the end: on-off (bursty) Poisson arrivals and the unqueued demand used to size clusters.
 """
 from __future__ import annotations
 
@@ -395,3 +396,45 @@ class Cluster:
                           np.array(state) == REFUSED, np.array(alloc["t"]),
                           np.array(alloc["gpu"]), np.array(alloc["cpu"]),
                           self.n_nodes * self.node_gpu, self.n_nodes * self.node_cpu)
+
+
+# ---------------------------------------------------------------------- workload helpers
+def on_off_arrivals(rng, rate: float, burstiness: float, on_h: float, window: float) -> np.ndarray:
+    """Poisson arrivals at rate x burstiness during on periods (Exp(on_h)), none during off (Exp(on_h (b-1)))."""
+    if burstiness <= 1.0:
+        return np.sort(rng.uniform(0, window, rng.poisson(rate * window)))
+    off_h = on_h * (burstiness - 1)
+    t, on, out = 0.0, rng.random() < 1 / burstiness, []
+    while t < window:
+        length = rng.exponential(on_h if on else off_h)
+        if on:
+            end = min(t + length, window)
+            out.append(rng.uniform(t, end, rng.poisson(rate * burstiness * (end - t))))
+        t, on = t + length, not on
+    return np.sort(np.concatenate(out)) if out else np.zeros(0)
+
+
+def unqueued_demand(jobs: Jobs, t: np.ndarray, which: str) -> np.ndarray:
+    """Requests of the jobs running at each time if every job started on arrival (no queue)."""
+    req = jobs.gpu if which == "gpu" else jobs.cpu
+    a, e = np.argsort(jobs.arrival), np.argsort(jobs.arrival + jobs.duration)
+    up = np.concatenate([[0], np.cumsum(req[a])])[np.searchsorted(jobs.arrival[a], t, side="right")]
+    down = np.concatenate([[0], np.cumsum(req[e])])[np.searchsorted((jobs.arrival + jobs.duration)[e], t, "right")]
+    return up - down
+
+
+def time_quantile(jobs: Jobs, window: float, which: str, q: float) -> float:
+    """Exact time-weighted q-quantile over [0, window] of the unqueued demand (a step function)."""
+    req = jobs.gpu if which == "gpu" else jobs.cpu
+    t = np.concatenate([jobs.arrival, jobs.arrival + jobs.duration, [0.0, window]])
+    step = np.concatenate([req, -req, [0.0, 0.0]])
+    order = np.argsort(t, kind="stable")
+    t, level = np.clip(t[order], 0, window), np.cumsum(step[order])
+    dwell = np.diff(t)  # level[k] holds from t[k] to t[k+1]
+    levels, dwell = level[:-1][dwell > 0], dwell[dwell > 0]
+    if levels.size == 0:
+        return 0.0
+    by = np.argsort(levels, kind="stable")
+    cum = np.cumsum(dwell[by])
+    k = min(int(np.searchsorted(cum, q * cum[-1] - 1e-9)), levels.size - 1)
+    return float(levels[by][k])

@@ -12,6 +12,8 @@ Follows ``networking/v1`` ``NetworkPolicySpec`` (REFERENCES.md §26):
   namespaces); with both, matching pods in matching namespaces. A rule with no peers matches any
   peer; a rule with no ports matches every port.
 - A connection goes through only if the source's egress AND the destination's ingress allow it.
+``platform_policies`` builds a tenant platform as data (tenant namespaces, platform, monitoring, DNS) in
+four variants, one of them the classic bug of an empty ``namespaceSelector`` that admits every namespace.
 Simplifications: no ``ipBlock``, no named ports, no ``endPort``, ``matchLabels`` only (no
 ``matchExpressions``), and pods are reachable on any port (the policy alone decides).
 """
@@ -179,3 +181,52 @@ def count_leaks(ps: PolicySet, attempts) -> tuple[int, int]:
         total += 1
         allowed += ps.allowed(src, dst, port, protocol)
     return allowed, total
+
+
+# ---------------------------------------------------------------------- a tenant platform's policies
+TENANT_PODS = ("train", "serve", "notebook")
+POLICY_VARIANTS = ("default_deny", "ingress_only", "empty_namespace_selector", "none")
+
+
+def platform_policies(tenants: list[str], variant: str) -> PolicySet:
+    """Tenant namespaces plus platform, monitoring and kube-system, with the variant's NetworkPolicies."""
+    namespaces = {t: {"kubernetes.io/metadata.name": t, "kind": "tenant"} for t in tenants}
+    for name in ("platform", "monitoring", "kube-system"):
+        namespaces[name] = {"kubernetes.io/metadata.name": name, "kind": name}
+    if variant not in POLICY_VARIANTS:
+        raise ValueError(f"variant must be one of {', '.join(POLICY_VARIANTS)}")
+    pods = [Pod(t, f"{t}-{app}", (("app", app),)) for t in tenants for app in TENANT_PODS]
+    pods += [Pod("platform", "registry", (("app", "registry"),)), Pod("monitoring", "prometheus", (("app", "prom"),)),
+             Pod("kube-system", "coredns", (("k8s-app", "kube-dns"),))]
+    ns_named = lambda n: Selector.of(**{"kubernetes.io/metadata.name": n})  # noqa: E731
+    same = Peer(namespace_selector=EVERYTHING) if variant == "empty_namespace_selector" else Peer(pod_selector=EVERYTHING)
+    policies = []
+    if variant != "none":
+        types = (INGRESS,) if variant == "ingress_only" else (INGRESS, EGRESS)
+        for t in tenants:
+            egress = () if variant == "ingress_only" else (
+                PolicyRule((same,)),
+                PolicyRule((Peer(Selector.of(app="registry"), ns_named("platform")),), (Port(443),)),
+                PolicyRule((Peer(namespace_selector=ns_named("kube-system")),), (Port(53, "UDP"), Port(53))))
+            policies += [
+                NetworkPolicy("default-deny", t, policy_types=types),
+                NetworkPolicy("allow-same-namespace", t, ingress=(PolicyRule((same,)),), egress=egress,
+                              policy_types=types),
+                NetworkPolicy("allow-monitoring", t, ingress=(PolicyRule((Peer(namespace_selector=ns_named(
+                    "monitoring")),), (Port(9090),)),), policy_types=(INGRESS,)),
+            ]
+    return PolicySet(namespaces, pods, policies)
+
+
+def declared_flows_allowed_pct(ps: PolicySet, tenants: list[str]) -> float:
+    """Share of the declared flows that work: tenant -> registry:443, -> DNS:53/UDP, prometheus -> tenant:9090."""
+    by_name = {pod.name: pod for pod in ps.pods}
+    ok = total = 0
+    for t in tenants:
+        for app in TENANT_PODS:
+            pod = by_name[f"{t}-{app}"]
+            for a, b, port, proto in ((pod, by_name["registry"], 443, "TCP"), (pod, by_name["coredns"], 53, "UDP"),
+                                      (by_name["prometheus"], pod, 9090, "TCP")):
+                ok += ps.allowed(a, b, port, proto)
+                total += 1
+    return 100.0 * ok / total

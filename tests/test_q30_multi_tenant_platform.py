@@ -6,8 +6,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from labs import get_lab
-from labs.q30_multi_tenant_platform import PORTS, platform_policies
-from sim.netpolicy import count_leaks, cross_tenant_attempts
+from labs.q30_multi_tenant_platform import PORTS
+from sim.netpolicy import count_leaks, cross_tenant_attempts, platform_policies
 from tests.lab_fuzz import check_run, settings_strategy
 
 LAB = get_lab("q30")
