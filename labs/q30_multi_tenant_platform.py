@@ -129,7 +129,8 @@ class MultiTenantLab(Lab):
                 ("pattern", "others_flood_slowdown_p95"), missing="one tenant: there are no other tenants to protect")
 
         series = {"allocation": _allocation_series(runs, window, p), "demand": _demand_series(regular, window, p, sizes,
-                                                                                              shared)}
+                                                                                              shared),
+                  "flood": pd.DataFrame({"start_h": [FLOOD_AT * window], "end_h": [(FLOOD_AT + FLOOD_SPAN) * window]})}
         notes = [f"Window: {window:.0f} h of arrivals ({len(regular)} regular jobs, {p.flood_jobs} flood jobs at "
                  f"{FLOOD_AT * window:.0f} h); {n_t} tenants, {n_gold} gold.",
                  f"Nodes: dedicated {sum(s[0] for s in sizes)} in total, shared {nodes}; each sized for the "
@@ -152,23 +153,27 @@ class MultiTenantLab(Lab):
 
     # ------------------------------------------------------------------ plots
     def plots(self, result):
-        from .plotting import bar_chart, line_chart
+        from .plotting import figure, grouped_bars, lines_by_arm
 
-        alloc = result.series["allocation"]
-        flood = [(FLOOD_AT * result.series["demand"]["time_h"].max(),) * 2]
-        rows = [{"arm": arm, "tenants": label, "p95": result.metrics[arm][key]}
-                for arm in ("baseline", "pattern", "no_quota")
-                for label, key in (("gold", "gold_slowdown_p95"), ("bronze", "bronze_slowdown_p95"),
-                                   ("noisy tenant", "noisy_slowdown_p95"))
-                if math.isfinite(result.metrics[arm][key])]
-        return [
-            line_chart(alloc, "time_h", "allocated_pct", "GPUs held by pods, % of GPUs paid for", "time (h)",
-                       "allocated (%)", rules=[("x", flood[0][0], "flood")]),
-            line_chart(result.series["demand"], "time_h", "gpus", "Unqueued GPU demand and the clusters' GPUs",
-                       "time (h)", "GPUs", color="what"),
-            bar_chart(pd.DataFrame(rows), "tenants", "p95", "P95 slowdown (completion time / run time)",
-                      "slowdown (x)", color="arm"),
-        ]
+        demand, flood = result.series["demand"], result.series["flood"].iloc[0]
+        spans = [(flood.start_h, flood.end_h)]
+        held = lines_by_arm(result.series["allocation"], "time_h", "allocated_pct",
+                            "GPUs held by pods, % of the GPUs paid for", "allocated (%)", spans=spans,
+                            span_label="flood window")
+        held.axes[0].set_xlabel("time (h)")
+        fig, ax = figure("Unqueued GPU demand against the clusters' GPUs")
+        for k, (what, df) in enumerate(demand.groupby("what", sort=False)):
+            ax.plot(df["time_h"], df["gpus"], label=what, lw=1.2 if k == 0 else 2, ls="-" if k == 0 else "--")
+        ax.set_xlabel("time (h)")
+        ax.set_ylabel("GPUs")
+        ax.legend(fontsize=8)
+        groups = (("gold", "gold_flood_slowdown_p95"), ("others", "others_flood_slowdown_p95"),
+                  ("noisy tenant", "noisy_slowdown_p95"))
+        table = pd.DataFrame({arm: [result.metrics[arm][key] for _, key in groups]
+                              for arm in ("baseline", "pattern", "no_quota")}, index=[g for g, _ in groups])
+        bars, _ = grouped_bars(table.fillna(0.0), "P95 slowdown (completion / run time): gold and others in the flood window, noisy tenant overall",
+                               "slowdown (x)", hline=1.0, hline_label="no wait")
+        return [held, fig, bars]
 
 
 # ---------------------------------------------------------------------- workload and sizing
