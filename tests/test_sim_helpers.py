@@ -102,3 +102,12 @@ def test_lognormal_quantile_is_exact(cv):
     x = d.sample(np.random.default_rng(1), 400000)
     assert d.quantile(0.5) == pytest.approx(0.1 / math.sqrt(1 + cv * cv))  # the median is exp(mu)
     assert d.quantile(0.99) == pytest.approx(np.quantile(x, 0.99), rel=0.03)
+
+
+def test_wilson_interval_has_exact_ends_and_covers_the_share():
+    from sim.metrics import wilson
+
+    assert wilson(0, 1000).low == 0.0 and wilson(1000, 1000).high == 1.0
+    iv = wilson(30, 100)
+    assert iv.low < 0.3 < iv.high and abs((iv.low + iv.high) / 2 - 0.3) < 0.01  # centred near p for moderate n
+    assert wilson(0, 0).low != wilson(0, 0).low  # no trials: no interval (NaN)
