@@ -241,5 +241,7 @@ def test_a_learner_predicts_reads_why_is_asked_again_drills_and_sees_progress(se
     page.screenshot(path=str(tmp_path / "drill.png"), full_page=True)
 
     open_and_settle(page, server, "ArchLab")
-    card = page.locator('[data-testid="stVerticalBlockBorderWrapper"]', has=page.locator("a", has_text="Q08")).first
-    expect(card).to_contain_text("you: drilled")
+    drilled = page.get_by_text(re.compile(r"you: drilled"))
+    expect(drilled).to_have_count(1)  # only the question drilled above
+    card = drilled.locator("xpath=ancestor::*[.//a][1]")  # the nearest ancestor holding a link: its card
+    expect(card).to_contain_text("Q08")
