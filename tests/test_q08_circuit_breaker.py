@@ -100,3 +100,16 @@ def test_latency_series_covers_both_arms_and_the_state_timeline_starts_closed():
     states = r.series["breaker_state"]
     assert states["state"].iloc[0] == "CLOSED"
     assert np.all(np.diff(states["time_s"]) >= 0)
+
+
+def _region(claim_id: str) -> str:
+    from labs.claims import SweepRunner, check_claim
+
+    return check_claim(LAB.question.claim(claim_id), SweepRunner(LAB, 0, LAB.validate({}))).region
+
+
+def test_regions_are_pinned():
+    # savings ~ 1 - time to open / outage length, and a hang opens the breaker only after the timeout
+    assert _region("q08.compute_saved") == ("holds only when outage_duration_s = 60 and client_timeout_s ≤ 10; "
+                                            "or outage_duration_s = 180")
+    assert _region("q08.opens_on_half_errors") == "holds only when client_timeout_s ≤ 5"

@@ -149,3 +149,13 @@ def test_trace_coverage_falls_as_services_go_uninstrumented():
            for k in (0, 1, 2, 7)]
     assert cov[0] == 100.0 and cov[1] < 100.0  # the cache sits on every path: one gap breaks every trace
     assert all(a >= b for a, b in zip(cov, cov[1:]))
+
+
+def test_overhead_region_is_pinned():
+    # only a synchronous export that waits on a collector round trip reaches the seed's 5-15 ms
+    from labs.claims import SweepRunner, check_claim
+
+    v = check_claim(LAB.question.claim("q14.overhead"), SweepRunner(LAB, 0, LAB.validate({})))
+    assert v.verdict == "conditional" and v.region.startswith("holds only when export_rtt_ms")
+    assert all(c["verdict"] != "holds" for c in v.grid if c["export_mode"] == "batch")
+    assert v.control["vanishes"] is True

@@ -195,3 +195,16 @@ def test_a_fresh_build_and_a_cached_read_are_bit_identical(default, tmp_path):
     again = subprocess.run([sys.executable, "-c", _DUMP], env=env, capture_output=True, text=True, check=True,
                            timeout=300)
     assert again.stdout.strip() == fresh
+
+
+def test_per_key_rate_limit_region_is_pinned():
+    # 1M queries at 100 per minute per key take 166.7 h on one key, just under a week; more keys only shorten it
+    from labs import get_lab
+    from labs.claims import SweepRunner, check_claim
+
+    lab = get_lab("q15")
+    v = check_claim(lab.question.claim("q15.rate_limit_keys"), SweepRunner(lab, 0, lab.validate({})))
+    assert v.verdict == "fails"
+    hours = {c["attacker_keys"]: c["measured"] for c in v.grid}
+    assert 160 < hours[1] < 168 and hours[10] < hours[1] / 5
+    assert v.control["vanishes"] is True
