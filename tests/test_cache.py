@@ -5,14 +5,19 @@ Every test works in its own temporary folder (``tmp_path``), never in the user's
 from __future__ import annotations
 
 import json
-import multiprocessing
+import os
 import pickle
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from sim.cache import DiskCache, cache_root, code_digest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -117,22 +122,22 @@ def test_torch_state_is_loaded_weights_only(root, tmp_path):
     assert torch.equal(got["w"], state["w"]) and meta == {"n": 4}
 
 
-def _writer(args):
-    folder, code, value = args
-    import os
-
-    os.environ["ARCHLAB_CACHE"] = folder
-    c = DiskCache("t", code=[code])
-    for _ in range(30):
-        c.put_array("big", {"k": 1}, np.full(200_000, value, dtype=np.float64))
-    return True
+_WRITER = """
+import os, sys
+import numpy as np
+from sim.cache import DiskCache
+c = DiskCache("t", code=[sys.argv[1]])
+for _ in range(30):
+    c.put_array("big", {"k": 1}, np.full(200_000, float(sys.argv[2]), dtype=np.float64))
+"""
 
 
 def test_concurrent_writers_leave_a_whole_entry(root, tmp_path):
+    # two separate processes (plain subprocesses: a broken child fails the test instead of hanging a pool)
     code = _code(tmp_path)
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(2) as pool:
-        assert all(pool.map(_writer, [(str(root), str(code), 1.0), (str(root), str(code), 2.0)]))
+    env = {**os.environ, "ARCHLAB_CACHE": str(root), "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(code), v], env=env) for v in ("1", "2")]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # payload of one writer, manifest of the other: a miss
         got = DiskCache("t", code=[code]).get_array("big", {"k": 1})
