@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
+
 _MADE: list[str] = []
 
 
@@ -43,3 +45,13 @@ def pytest_unconfigure(config):
         return
     while _MADE:
         shutil.rmtree(_MADE.pop(), ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _keep_main_module():
+    """Streamlit's AppTest leaves its script installed as ``__main__``; multiprocessing's spawn would then
+    re-run that script in every child (a Dask nanny, a model server). Put the real one back after each test."""
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main

@@ -177,6 +177,7 @@ def test_drill_page(tmp_path, monkeypatch, quick):
     at = AppTest.from_string(f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nimport app\napp.main(start='drill')\n",
                              default_timeout=120)
     at.session_state["drill_regions"] = False
+    at.session_state["drill_q"] = "q08"
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert any(t.value == "Interview drill" for t in at.title)
