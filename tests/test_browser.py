@@ -245,3 +245,38 @@ def test_a_learner_predicts_reads_why_is_asked_again_drills_and_sees_progress(se
     expect(drilled).to_have_count(1)  # only the question drilled above
     card = drilled.locator("xpath=ancestor::*[.//a][1]")  # the nearest ancestor holding a link: its card
     expect(card).to_contain_text("Q08")
+
+
+def test_every_built_lab_page_runs_in_the_browser(server, page):
+    """Each lab's page opens, runs at its defaults and draws its charts, with no exception shown."""
+    from playwright.sync_api import expect
+
+    from labs import built_ids
+    from labs.catalog import load_catalog
+
+    cat = load_catalog()
+    for lab_id in built_ids():
+        q = cat.get(lab_id)
+        open_and_settle(page, f"{server}/{lab_id}", f"Q{q.number:02d} · ")
+        reveal(page)
+        expect(page.locator(HEADLINE).first).to_be_visible()
+        expect(page.locator('[data-testid="stException"]')).to_have_count(0)
+        expect(page.locator('[data-testid="stVegaLiteChart"], [data-testid="stImage"]').first).to_be_visible()
+
+
+def test_the_scoreboard_page_opens_without_console_errors(browser, tmp_path):
+    """archlab report writes a static page that a browser opens from disk with no errors."""
+    out = tmp_path / "report"
+    r = subprocess.run([sys.executable, "-m", "faces.cli", "report", "q08", "--out", str(out)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    context = browser.new_context()
+    p = context.new_page()
+    errors = []
+    p.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    p.on("pageerror", lambda e: errors.append(str(e)))
+    p.goto((out / "index.html").as_uri())
+    p.wait_for_load_state("load")
+    assert "q08" in p.content() and p.locator("svg").count() > 0
+    context.close()
+    assert errors == []
