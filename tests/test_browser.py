@@ -200,6 +200,8 @@ def test_a_learner_predicts_reads_why_is_asked_again_drills_and_sees_progress(se
     asked again; drill q08 to a score; the home map then marks q08 as drilled."""
     from playwright.sync_api import expect
 
+    from labs.catalog import load_catalog
+
     open_and_settle(page, f"{server}/q08", Q08)
     guess = page.get_by_role("spinbutton", name=re.compile("Your prediction"))
     guess.fill("150")
@@ -233,8 +235,16 @@ def test_a_learner_predicts_reads_why_is_asked_again_drills_and_sees_progress(se
     select.click()
     page.get_by_role("option", name=re.compile(r"^q08 ")).click()
     settle(page)
-    page.get_by_role("textbox", name="Your answer").fill("A breaker fails fast once it opens; the timeout decides when.")
-    page.locator('[data-testid="stForm"] input[type=number]').first.fill("30000")
+    page.get_by_role("heading", name=load_catalog().get("q08").title).first.wait_for(timeout=RUN_TIMEOUT_MS)
+    settle(page)
+    answer = page.get_by_role("textbox", name="Your answer")
+    answer.fill("A breaker fails fast once it opens; the timeout decides when.")
+    answer.press("Tab")
+    headline_guess = page.get_by_role("spinbutton", name=re.compile("The headline"))
+    headline_guess.fill("30000")
+    headline_guess.press("Tab")
+    expect(answer).to_have_value(re.compile("fails fast"))
+    expect(headline_guess).to_have_value(re.compile("30000"))
     page.get_by_role("button", name="Check my answer").click()
     settle(page)
     expect(page.get_by_text("Drill score")).to_be_visible(timeout=RUN_TIMEOUT_MS)
