@@ -213,7 +213,7 @@ class HorizontalScalingLab(Lab):
         Param("scale_up_period_s", 15.0, 1.0, 1800.0, unit="s", help="periodSeconds of both scale-up policies"),
         Param("cold_start_s", 45.0, 0.0, 1800.0, unit="s", key=True,
               help="new replica: container start + model load before readiness can pass"),
-        Param("readiness_period_s", 10.0, 0.0, 300.0, unit="s", help="readiness probe periodSeconds (default 10)"),
+        Param("readiness_period_s", 10.0, 1.0, 300.0, unit="s", help="readiness probe periodSeconds (default 10, minimum 1)"),
         Param("client_timeout_s", 30.0, 0.01, 600.0, unit="s", help="a caller gives up if not started within this"),
     )
     exercises = (

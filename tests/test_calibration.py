@@ -50,7 +50,7 @@ def test_short_calibration_serves_measures_and_stops(tmp_path):
     rep = cal.calibrate("q11", loads=(0.3,), reps=1, requests=200, modes=("no_batching",), log=logs.append)
     time.sleep(0.2)
     assert _children(os.getpid()) <= before, "a server or generator process outlived the calibration"
-    assert not mp.active_children()
+    assert not [c for c in mp.active_children() if "Loky" not in type(c).__name__]  # joblib keeps its own pool
     assert rep["meta"]["cpu"] and rep["meta"]["versions"]["torch"] and rep["meta"]["loadavg_start"]
     (row,) = rep["rows"]
     assert row["mode"] == "no_batching" and row["load"] == 0.3
