@@ -49,26 +49,6 @@ def lines_by_arm(series: pd.DataFrame, x: str, y: str, title: str, ylabel: str, 
     return fig
 
 
-def state_timeline(states: pd.DataFrame, title: str, spans=(), span_label="outage"):
-    """A step chart of a state machine over time (columns time_s, state)."""
-    order = list(STATE_COLOURS)
-    fig, ax = figure(title, size=(8, 2.2))
-    shade(ax, spans, span_label)
-    t = states["time_s"].to_numpy()
-    for k in range(len(states) - 1):
-        s = states["state"].iloc[k]
-        ax.hlines(order.index(s) if s in order else 0, t[k], t[k + 1], colors=STATE_COLOURS.get(s, "k"), lw=6)
-    ax.set_yticks(range(len(order)), order)
-    ax.set_ylim(-0.6, len(order) - 0.4)
-    ax.set_xlabel("time (s)")
-    return fig
-
-
-def close_all(figs):
-    for f in figs:
-        plt.close(f)
-
-
 def profile_comparison(table: pd.DataFrame):
     """Median call time per batch size: stored reference (solid) and this machine (dashed)."""
     fig, ax = figure("Median inference time per call: reference profile vs this machine")
