@@ -20,7 +20,8 @@ import streamlit as st
 
 from faces import explorer as ex
 from faces.drill import drill_page
-from faces.progress import home_marks, record_prediction
+from faces.progress import home_marks, progress_page, record_prediction
+from labs.workshop import exercise_answer
 from labs.catalog import Question, load_catalog
 from labs import profiles as lab_profiles
 from labs.params import ParamError
@@ -89,7 +90,7 @@ def metric_name(q: Question, key: str) -> str:
 
 def targets_table(q: Question):
     st.dataframe([{"metric": m.name, "formula": m.formula, "target": m.target} for m in q.metrics],
-                 hide_index=True, width="stretch")
+                 hide_index=True, width="stretch", height="content")
 
 
 def claim_card(v, region=None, why: str = ""):
@@ -391,6 +392,7 @@ def render_lab(q: Question):
 
     with predict_slot:
         prediction_feedback(lab_id, q, result, setting, seed)
+        exercise_answers(lab, q, result, values, seed)
 
     arm, key = lab.headline
     unit, name = ex.metric_unit(q, key), metric_name(q, key)
@@ -409,7 +411,7 @@ def render_lab(q: Question):
 
     st.subheader("Metrics against the question's targets")
     units = {m.key: m.unit for m in q.metrics}
-    st.dataframe(ex.metric_rows(result.metric_table(q), units), hide_index=True, width="stretch")
+    st.dataframe(ex.metric_rows(result.metric_table(q), units), hide_index=True, width="stretch", height="content")
 
     st.subheader("Claims")
 
@@ -436,7 +438,7 @@ def render_lab(q: Question):
         profiles_box(lab)
 
     with st.expander("Everything this run measured"):
-        st.dataframe(ex.all_measurements(result.metrics, result.intervals), hide_index=True, width="stretch")
+        st.dataframe(ex.all_measurements(result.metrics, result.intervals), hide_index=True, width="stretch", height="content")
     st.subheader("Notes")
     for n in result.notes:
         st.markdown(f"- {n}")
@@ -467,7 +469,7 @@ def profiles_box(lab):
     if st.session_state.get(key + "_done"):
         with st.spinner("Timing the models on this machine…"):
             table = pd.concat([lab_profiles.compare(ref, live_profile(ref.model)) for ref in refs], ignore_index=True)
-        st.dataframe(table.round(2), hide_index=True, width="stretch")
+        st.dataframe(table.round(2), hide_index=True, width="stretch", height="content")
         import matplotlib.pyplot as plt
 
         fig = profile_comparison(table)
@@ -494,6 +496,18 @@ def exercises_box(lab):
             c1.markdown(f"**{k + 1}.** {exercise.prompt}  \n*Sets {changes}; you predict the "
                         f"{exercise.watch[0]} arm's `{exercise.watch[1]}`.*")
             c2.button("Set it up", key=f"exercise_{lab.id}_{k}", on_click=set_up, args=(exercise,))
+
+
+def exercise_answers(lab, q: Question, result, values: dict, seed: int):
+    """Once a run is shown at an exercise's setting, that exercise's answer and the reason for it."""
+    defaults = lab.defaults()
+    for k, exercise in enumerate(lab.exercises):
+        target = {**defaults, **{n: lab.param(n).validate(v) for n, v in exercise.changes.items()}}
+        if target != values or target == defaults:
+            continue
+        before = run_lab(lab.id, default_setting(lab.id), seed)
+        text = exercise_answer(exercise, before, result, ex.metric_unit(q, exercise.watch[1]))
+        st.info(f"**Exercise {k + 1}.** {text}", icon=":material/lightbulb:")
 
 
 def predict_box(lab_id: str, watch: tuple, name: str, unit: str, setting: tuple, seed: int):
@@ -561,7 +575,9 @@ def main(start: str | None = None):
         PAGES[q.id] = question_page(q, q.id in built, default=start == q.id)
     PAGES["drill"] = st.Page(drill_page, title="Interview drill", url_path="drill", icon=":material/timer:",
                              default=start == "drill")
-    sections = {"ArchLab": [PAGES["home"], PAGES["claims"], PAGES["drill"]]}
+    PAGES["progress"] = st.Page(progress_page, title="Your progress", url_path="progress",
+                                icon=":material/insights:", default=start == "progress")
+    sections = {"ArchLab": [PAGES["home"], PAGES["claims"], PAGES["drill"], PAGES["progress"]]}
     for topic, questions in cat.by_topic().items():
         sections[topic.name] = [PAGES[q.id] for q in questions]
     page = st.navigation(sections)

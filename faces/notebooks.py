@@ -196,7 +196,8 @@ import pandas as pd
 from IPython.display import display
 
 from labs import get_lab
-from labs.workshop import score_prediction
+from faces.progress import notebook_scorer
+from labs.workshop import exercise_answer
 
 
 def fmt(x):
@@ -211,6 +212,7 @@ pd.set_option("display.max_columns", 50)
 
 lab = get_lab("{lab.id}")
 SEED = {SEED}
+score_prediction = notebook_scorer(lab.id)  # scores a guess and saves it to your progress
 """)
 
     # 4. parameters
@@ -360,6 +362,7 @@ print(f"{{arm}} {{metric}}: {{fmt(result.metrics[arm][metric])}} with the defaul
       f"{{fmt(changed.metrics[arm][metric])}} after the change")
 flipped = [f"{{v.id}}: {{verdicts[v.id]}} -> {{v.verdict}}" for v in changed.claims if v.verdict != verdicts[v.id]]
 print("verdicts that change:", "; ".join(flipped) if flipped else "none")
+print(exercise_answer(lab.exercises[{k - 1}], result, changed, {unit!r}))
 """, tags=[SOLUTION_TAG] + (loose if sensitive else []), hidden=True)
         c.code(f"score{k}", f"print(score_prediction(prediction, changed, {arm!r}, {metric!r}, {unit!r}))",
                tags=[SCORE_TAG])

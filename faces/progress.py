@@ -271,3 +271,56 @@ def record_prediction(qid: str, arm: str, metric: str, stated: float, measured, 
     except ProgressError as e:
         return str(e)
     return None
+
+
+def notebook_scorer(qid: str, path=None):
+    """The notebooks' ``score_prediction``: scores as the workshop scorer does and stores each real guess."""
+    from labs.workshop import score_prediction
+
+    def score(prediction, run, arm: str, metric: str, unit: str = "") -> str:
+        text = score_prediction(prediction, run, arm, metric, unit)
+        if prediction is not None and run is not None:
+            why = record_prediction(qid, arm, metric, prediction, run.metrics.get(arm, {}).get(metric),
+                                    run.intervals.get(arm, {}).get(metric), source="notebook", path=path)
+            text += f"\n(Not saved to your progress: {why})" if why else ""
+        return text
+
+    return score
+
+
+def progress_page():
+    """The /progress page: how far off your numbers were per concept, each question's state, exports."""
+    import pandas as pd
+    import streamlit as st
+
+    st.title("Your progress")
+    st.caption(f"Stored on this machine only, in {data_dir() / FILE_NAME}.")
+    if not (data_dir() / FILE_NAME).exists():
+        st.info("Nothing stored yet: predict on a lab page or run the interview drill.", icon=":material/info:")
+        return
+    try:
+        with Progress() as p:
+            cal, states, tables = p.calibration(), p.states(), p.tables()
+            exports = {fmt: p.export(fmt) for fmt in ("json", "csv")}
+    except ProgressError as e:
+        st.error(str(e), icon=":material/error:")
+        return
+    st.subheader("Calibration per concept")
+    st.markdown("For each kind of number you have stated: how many fell inside the run's 95% interval, the "
+                "median factor you were off by, and which way you lean.")
+    if cal:
+        st.dataframe(pd.DataFrame(cal).rename(columns={"n": "numbers stated", "inside": "inside the interval",
+                                                       "median_factor": "median factor off",
+                                                       "bias_factor": "typical lean (factor)"}),
+                     hide_index=True, width="stretch", height="content")
+    else:
+        st.markdown("No scored numbers yet.")
+    st.subheader("Questions")
+    if states:
+        due = {r["qid"]: r["due"] for r in tables["cards"]}
+        st.dataframe(pd.DataFrame([{"question": q, "state": s, "next review": due.get(q, "")}
+                                   for q, s in sorted(states.items())]),
+                     hide_index=True, width="stretch", height="content")
+    c1, c2 = st.columns(2)
+    c1.download_button("Export JSON", exports["json"], file_name="archlab-progress.json", mime="application/json")
+    c2.download_button("Export CSV", exports["csv"], file_name="archlab-progress.csv", mime="text/csv")

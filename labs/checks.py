@@ -72,6 +72,8 @@ def check_lab(lab, determinism: bool = True) -> list[str]:
             _check_setting(lab, f"{c.id} control", dict(c.control), problems, skippable=False)
     for k, ex in enumerate(lab.exercises):
         _check_setting(lab, f"exercise {k + 1}", ex.changes, problems, skippable=False)
+        if not ex.why.strip():
+            problems.append(f"exercise {k + 1} has no `why`: the reason shown once its answer is revealed")
 
     result = lab.run(0)
     declared = set(lab.arm_names) - {"comparison"}  # a lab may name its comparison arm, or leave it implicit

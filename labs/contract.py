@@ -57,6 +57,7 @@ class Exercise:
     prompt: str
     changes: dict
     watch: tuple[str, str]  # (arm, metric) to predict
+    why: str = ""  # the mechanism behind the change, shown once the answer is revealed
 
 
 @dataclass

@@ -79,13 +79,22 @@ class EventDrivenPipelineLab(Lab):
     )
     exercises = (
         Exercise("Make the consumers idempotent. What happens to duplicate side effects after the crashes?",
-                 {"idempotent_consumer": True}, ("pattern", "duplicates")),
+                 {"idempotent_consumer": True}, ("pattern", "duplicates"),
+                 why="A crash makes the broker redeliver everything after the last committed offset; an idempotent "
+                 "consumer remembers the event ids it has applied, so the replayed events change nothing the "
+                 "second time."),
         Exercise("Keep records for only 5 s, shorter than the 12 s outage. How many events never reach deployment?",
-                 {"retention_s": 5.0}, ("pattern", "lost_events")),
+                 {"retention_s": 5.0}, ("pattern", "lost_events"),
+                 why="Retention deletes records by age whether or not anyone has read them: a consumer that is down "
+                 "for longer than the retention period finds its unread records gone."),
         Exercise("Give the synchronous chain 4 callers. What is left of the throughput gain?",
-                 {"sync_workers": 4}, ("comparison", "throughput_gain_x")),
+                 {"sync_workers": 4}, ("comparison", "throughput_gain_x"),
+                 why="The synchronous chain's throughput is callers ÷ chain latency, so more callers buy it back "
+                 "almost linearly; the queue's gain was mostly the chain's single caller waiting on every step."),
         Exercise("Key every event by one of only 3 model ids. How fast does the pattern drain a backlog?",
-                 {"models": 3}, ("pattern", "throughput_events_per_s")),
+                 {"models": 3}, ("pattern", "throughput_events_per_s"),
+                 why="A key always lands on the same partition, and a partition is read by one consumer at a time: "
+                 "with 3 keys, at most 3 consumers do any work, whatever the group size."),
     )
 
     def simulate(self, seed: int, p) -> Outcome:

@@ -93,14 +93,23 @@ class SagaWorkflowsLab(Lab):
     exercises = (
         Exercise("Let a hung step often do its work anyway (lost_reply_share = 1, step_timeout_prob = 0.1). "
                  "How many orchestrated workflows are now stuck?",
-                 {"lost_reply_share": 1.0, "step_timeout_prob": 0.1}, ("pattern", "stuck_workflows_pct")),
+                 {"lost_reply_share": 1.0, "step_timeout_prob": 0.1}, ("pattern", "stuck_workflows_pct"),
+                 why="When a reply is lost after the step did its work, a timed-out step is retried or compensated "
+                 "while its effect stays in place; an undo registered only after success never runs for it."),
         Exercise("Same lost replies, but register each undo before its step runs. What happens to stuck workflows?",
                  {"lost_reply_share": 1.0, "step_timeout_prob": 0.1, "add_compensation": "before_step"},
-                 ("pattern", "stuck_workflows_pct")),
+                 ("pattern", "stuck_workflows_pct"),
+                 why="Registering the undo before the step runs means a lost reply still has a compensation on "
+                 "record, so the saga can always roll the workflow back."),
         Exercise("Give the plain script the same three attempts per step. How many workflows does it leave stuck?",
-                 {"retry_without_saga": True}, ("baseline", "stuck_workflows_pct")),
+                 {"retry_without_saga": True}, ("baseline", "stuck_workflows_pct"),
+                 why="Most stuck scripts were stopped by a transient failure; three attempts per step clear most of "
+                 "those without any saga, so only the persistent failures remain."),
         Exercise("Put the log on a slower database (persistence_ms = 10). What does orchestration now cost?",
-                 {"persistence_ms": 10.0}, ("comparison", "coordination_latency_ms")),
+                 {"persistence_ms": 10.0}, ("comparison", "coordination_latency_ms"),
+                 why="The orchestrator writes its log before and after every step, so its coordination cost is the "
+                 "number of steps × 2 writes × the write latency: a tenfold slower write shows up almost one for "
+                 "one."),
     )
 
     def profile(self, p) -> dict:

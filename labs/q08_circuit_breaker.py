@@ -78,14 +78,22 @@ class CircuitBreakerLab(Lab):
     )
     exercises = (
         Exercise("Cut the client timeout from 30 s to 1 s. What happens to the breaker arm's P99 during the outage?",
-                 {"client_timeout_s": 1.0}, ("pattern", "p99_ms")),
+                 {"client_timeout_s": 1.0}, ("pattern", "p99_ms"),
+                 why="During a hang a call ends only when its caller gives up at the timeout. Calls admitted before the "
+                 "breaker opens, and its half-open probes, each wait the full timeout, so the arm's P99 follows "
+                 "the timeout: about 30 s before, about 1 s now."),
         Exercise("Make the outage fail fast (error mode) instead of hanging. How much caller time does the breaker "
-                 "still save?", {"outage_mode": "error"}, ("comparison", "resource_savings_pct")),
+                 "still save?", {"outage_mode": "error"}, ("comparison", "resource_savings_pct"),
+                 why="A failing call that errors at once wastes almost no caller time, yet the breaker still skips "
+                 "most of them; the saving is the share of calls it rejects, now measured against a cheap "
+                 "failure."),
         Exercise("Use resilience4j's own defaults: a 100-call count window with minimum 100 calls, 60 s wait, "
                  "10 probes. How long after the outage starts does the breaker open?",
                  {"sliding_window_type": "COUNT_BASED", "sliding_window_size": 100, "minimum_number_of_calls": 100,
                   "wait_duration_in_open_state": 60.0, "permitted_number_of_calls_in_half_open_state": 10},
-                 ("pattern", "time_to_open_s")),
+                 ("pattern", "time_to_open_s"),
+                 why="A count window must fill with its minimum number of calls before any rate is computed, so the "
+                 "breaker cannot open until that many calls have failed at the offered rate."),
     )
 
     def simulate(self, seed: int, p) -> Outcome:

@@ -74,12 +74,20 @@ class ModelLifecycleLab(Lab):
     )
     exercises = (
         Exercise("Make promotions slow: 4 hours between reading the registry and writing. What happens to the "
-                 "ad-hoc registry's deployment errors?", {"promote_window_min": 240.0}, ("baseline", "deployment_errors_pct")),
+                 "ad-hoc registry's deployment errors?", {"promote_window_min": 240.0}, ("baseline", "deployment_errors_pct"),
+                 why="The ad-hoc registry reads the state, waits, then writes it: the longer that window, the more "
+                 "often another actor changes the model in between, and each lost update deploys the wrong "
+                 "version."),
         Exercise("Starve staging of traffic (2 requests per hour). Does the machine still keep errors under 0.5%?",
-                 {"staging_requests_per_h": 2.0}, ("pattern", "deployment_errors_pct")),
+                 {"staging_requests_per_h": 2.0}, ("pattern", "deployment_errors_pct"),
+                 why="The error-rate guard reads the errors seen in staging; with 2 requests an hour a faulty build "
+                 "often shows no error at all in its few requests, passes the guard, and reaches production."),
         Exercise("Stop invalid operations, reviewer withdrawals and the promote window. How far apart are the arms?",
                  {"invalid_share": 0.0, "revoke_share": 0.0, "promote_window_min": 0.0},
-                 ("comparison", "errors_avoided_pct")),
+                 ("comparison", "errors_avoided_pct"),
+                 why="With no invalid operations, no withdrawals and no race window there is nothing for the state "
+                 "machine to refuse, so both registries make the same (zero) errors and the share avoided has no "
+                 "denominator."),
     )
 
     def part_candidates(self, seed, p) -> dict:

@@ -113,11 +113,17 @@ class GracefulDegradationLab(Lab):
                           "outage_mode", "error_ms", "incident_s")}
     exercises = (
         Exercise("Let the catalog take 16 h to repair instead of 1 h. What happens to the fallback chain's "
-                 "availability?", {"catalog_mttr_h": 16.0}, ("pattern", "availability_pct")),
+                 "availability?", {"catalog_mttr_h": 16.0}, ("pattern", "availability_pct"),
+                 why="Each tier of the chain fails independently; a long catalog repair only matters while every tier "
+                 "below it is also down, which stays rare, so availability barely moves."),
         Exercise("Raise the large-model timeout to 1 s (resilience4j's default). How much later do fallback answers "
-                 "arrive?", {"large_timeout_ms": 1000.0}, ("comparison", "fallback_extra_latency_ms")),
+                 "arrive?", {"large_timeout_ms": 1000.0}, ("comparison", "fallback_extra_latency_ms"),
+                 why="A fallback starts only after the primary call times out, so every fallback answer pays the "
+                 "timeout first: raising it from the default to 1 s adds that difference to each degraded answer."),
         Exercise("Turn the cache tier off. How much of the lost function does the chain still keep?",
-                 {"max_cache_age_s": 0.0}, ("pattern", "functionality_pct")),
+                 {"max_cache_age_s": 0.0}, ("pattern", "functionality_pct"),
+                 why="Without the cache tier, requests that miss the model fall straight to the static default, which "
+                 "answers them with less of the original function."),
     )
 
     def prepare(self, seed: int = 0) -> None:

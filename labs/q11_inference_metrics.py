@@ -119,14 +119,22 @@ class InferenceMetricsLab(Lab):
     )
     exercises = (
         Exercise("Cap batches at 4 requests (max_batch_size = 4). Does the gain in capacity over "
-                 "no batching now land in the seed's 3-5x?", {"max_batch_size": 4}, ("comparison", "throughput_gain_x")),
+                 "no batching now land in the seed's 3-5x?", {"max_batch_size": 4}, ("comparison", "throughput_gain_x"),
+                 why="Capacity with batching grows with the batch size until the per-call fixed cost is amortised; "
+                 "capping batches at 4 caps that amortisation, so the gain falls to about what a batch of 4 buys."),
         Exercise("At 1000 req/s, let the batcher hold requests up to 10 ms for fuller batches (the seed's "
                  "'collect 10-50 ms'). What happens to the pattern's median latency, and to its batch size?",
-                 {"rate_rps": 1000.0, "max_queue_delay_microseconds": 10000}, ("pattern", "p50_ms")),
+                 {"rate_rps": 1000.0, "max_queue_delay_microseconds": 10000}, ("pattern", "p50_ms"),
+                 why="Holding a request for up to the queue delay trades latency for fuller batches: at this rate "
+                 "most requests wait most of the delay before their batch runs."),
         Exercise("Drop the offered load to 250 req/s. How large is the unbatched service's P99 compared with its P50 now?",
-                 {"rate_rps": 250.0}, ("baseline", "p99_over_p50_x")),
+                 {"rate_rps": 250.0}, ("baseline", "p99_over_p50_x"),
+                 why="A lighter load means shorter queues, so the P99 keeps less queueing on top of the service time "
+                 "and moves closer to the P50."),
         Exercise("Make the model 2048 wide. How much faster is the INT8 call than the FP32 one at batch 32?",
-                 {"width": 2048}, ("comparison", "int8_speedup_x")),
+                 {"width": 2048}, ("comparison", "int8_speedup_x"),
+                 why="The int8 kernel saves more when the matrix multiply dominates the call; a wider model puts more "
+                 "of the time into the multiply and less into fixed overhead."),
     )
 
     # ------------------------------------------------------------------ model

@@ -218,11 +218,20 @@ class HorizontalScalingLab(Lab):
     )
     exercises = (
         Exercise("Make every user equally active (zipf_s = 0). How close do ten sticky replicas now get to ten times "
-                 "one replica's throughput?", {"zipf_s": 0.0}, ("baseline", "speedup_x")),
+                 "one replica's throughput?", {"zipf_s": 0.0}, ("baseline", "speedup_x"),
+                 why="Sticky routing pins each user to one replica; with Zipf-skewed users, the replica holding the "
+                 "heaviest users saturates first. Equal users spread the load evenly, so the sticky arm gets "
+                 "close to the stateless one."),
         Exercise("Put a shared feature store of 100 req/s behind the replicas (backend_capacity_rps = 100). What is "
-                 "left of the stateless speedup?", {"backend_capacity_rps": 100.0}, ("pattern", "speedup_x")),
+                 "left of the stateless speedup?", {"backend_capacity_rps": 100.0}, ("pattern", "speedup_x"),
+                 why="Every request now also waits at one shared store that no replica count can add capacity to: the "
+                 "speedup falls short of N by the store's queueing, and stops growing once the replicas could "
+                 "offer more than the store serves."),
         Exercise("Scale on requests in flight instead of CPU (which cannot read above 100%). How much sooner is the "
-                 "latency objective met again after the step?", {"hpa_metric": "in_flight"}, ("pattern", "latency_recovery_s")),
+                 "latency objective met again after the step?", {"hpa_metric": "in_flight"}, ("pattern", "latency_recovery_s"),
+                 why="CPU utilisation cannot read above 100%, so an overloaded pool looks only a little busy to the "
+                 "autoscaler; requests in flight keep growing with the overload and ask for enough replicas in "
+                 "one step."),
     )
 
     def part_one_replica(self, seed: int, p) -> float:

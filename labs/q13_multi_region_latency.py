@@ -92,11 +92,17 @@ class MultiRegionLab(Lab):
     )
     exercises = (
         Exercise("Deploy a region next to every user area (9 regions). Does the global P95 drop below 100 ms?",
-                 {"regions": 9}, ("pattern", "global_p95_ms")),
+                 {"regions": 9}, ("pattern", "global_p95_ms"),
+                 why="The global P95 is set by the users farthest from any region; with a region beside every user "
+                 "area, the worst round trip shrinks to a short regional hop."),
         Exercise("Use 10 s health checks and a 5 s TTL. How long does failover take, and how much is detection?",
-                 {"request_interval": 10, "dns_ttl_s": 5.0}, ("pattern", "failover_time_s")),
+                 {"request_interval": 10, "dns_ttl_s": 5.0}, ("pattern", "failover_time_s"),
+                 why="Failover time is detection (health-check interval × failures to mark down) plus the DNS TTL "
+                 "that clients cache; shorter checks and TTL cut both terms."),
         Exercise("Let the edge answer 98% of requests from cache. Does the global P95 fall below 50 ms?",
-                 {"edge_hit_pct": 98.0}, ("edge", "global_p95_ms")),
+                 {"edge_hit_pct": 98.0}, ("edge", "global_p95_ms"),
+                 why="An edge hit never crosses the wide-area network; at 98% hits the 95th percentile falls inside "
+                 "the edge's own latency."),
     )
 
     def part_failover(self, seed: int, p) -> dict:

@@ -101,12 +101,19 @@ class ObservabilityLab(Lab):
     )
     exercises = (
         Exercise("Drop traffic to 1 req/s and sampling to 0.1%. What happens to the tracing arm's MTTR?",
-                 {"rate_rps": 1.0, "sampling_rate_pct": 0.1}, ("pattern", "mttr_min")),
+                 {"rate_rps": 1.0, "sampling_rate_pct": 0.1}, ("pattern", "mttr_min"),
+                 why="Tracing finds the fault only after enough sampled traces have gone through the faulty service: "
+                 "at 1 req/s and 0.1% sampling that takes far longer than the alerting delay."),
         Exercise("Leave four services uninstrumented (the faulty feature store among them). Which service do the "
                  "traces blame, and what does the detour cost?", {"uninstrumented_services": 4},
-                 ("pattern", "mttr_min")),
+                 ("pattern", "mttr_min"),
+                 why="An uninstrumented service leaves a gap in every trace; the traces blame the nearest "
+                 "instrumented neighbour, and the team first checks the wrong service before finding the real "
+                 "one."),
         Exercise("Export spans synchronously to a collector 1 ms away. What does a traced request pay now?",
-                 {"export_mode": "simple", "export_rtt_ms": 1.0}, ("comparison", "tracing_overhead_ms")),
+                 {"export_mode": "simple", "export_rtt_ms": 1.0}, ("comparison", "tracing_overhead_ms"),
+                 why="The simple span processor exports each span on the request's own thread, so every span adds a "
+                 "collector round trip to the request; the batch processor exports off the request path."),
     )
 
     def simulate(self, seed: int, p) -> Outcome:

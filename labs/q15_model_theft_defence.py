@@ -138,13 +138,21 @@ class ModelTheftLab(Lab):
     exercises = (
         Exercise("The attacker has no digits at all and sends uniform noise images (attacker_data=synthetic). "
                  "How many queries does extraction need now without any defence?",
-                 {"attacker_data": "synthetic"}, ("baseline", "extraction_queries")),
+                 {"attacker_data": "synthetic"}, ("baseline", "extraction_queries"),
+                 why="Uniform noise images sit far from the digits the victim was trained on, so the answers the "
+                 "attacker buys carry little information about the decision boundaries that matter; the surrogate "
+                 "never reaches the target agreement within the query budget."),
         Exercise("The adversary uses ART's minimal FGSM: each image gets the smallest eps that fools the model. "
                  "What share of its adversarial images does the validator still catch?",
-                 {"fgsm_minimal": True, "fgsm_eps": 8}, ("pattern", "adversarial_detection_pct")),
+                 {"fgsm_minimal": True, "fgsm_eps": 8}, ("pattern", "adversarial_detection_pct"),
+                 why="The minimal FGSM perturbation is just large enough to flip the label, so the images stay close "
+                 "to natural ones and the input validator's distance test no longer separates them."),
         Exercise("Serve labels only in the defence stack. How many times more queries does the attacker need "
                  "than against the open API?",
-                 {"labels_only": True}, ("comparison", "extraction_slowdown_x")),
+                 {"labels_only": True}, ("comparison", "extraction_slowdown_x"),
+                 why="Labels alone give the attacker one bit of ranking per query instead of a full probability "
+                 "vector, so it needs more queries; how many more is noisy at this query budget, as the wide "
+                 "interval shows."),
     )
 
     # ------------------------------------------------------------------ parts (cached in memory and on disk)

@@ -100,12 +100,18 @@ class StranglerFigLab(Lab):
     )
     exercises = (
         Exercise("Ten times the traffic (2000 req/s). How long until the staged plan sends a bad endpoint back?",
-                 {"rate_rps": 2000.0}, ("pattern", "rollback_time_min")),
+                 {"rate_rps": 2000.0}, ("pattern", "rollback_time_min"),
+                 why="The monitor compares error rates per window of requests; ten times the traffic fills a window "
+                 "ten times faster, so the regression is detected and rolled back sooner."),
         Exercise("Switch the monitor to the z-test with 20-request windows and no regression at all. How often "
                  "is a healthy endpoint rolled back, against alpha = 5%?",
-                 {"test": "z", "min_requests": 20, "regression_size_pct": 0.0}, ("pattern", "false_rollback_pct")),
+                 {"test": "z", "min_requests": 20, "regression_size_pct": 0.0}, ("pattern", "false_rollback_pct"),
+                 why="A z-test on 20-request windows is badly approximated by a normal distribution and is repeated "
+                 "every window, so chance alone crosses the threshold far more often than the nominal 5%."),
         Exercise("The new pipeline halves the pixel values before the model. What happens to parity?",
-                 {"new_input_scale": 0.5}, ("pattern", "metric_parity_pct")),
+                 {"new_input_scale": 0.5}, ("pattern", "metric_parity_pct"),
+                 why="The new path sees inputs on a different scale than the model was trained on, so it disagrees "
+                 "with the old path on more requests: parity measures exactly that disagreement."),
     )
 
     def prepare(self, seed: int = 0) -> None:

@@ -117,11 +117,18 @@ class TechDebtHotspotsLab(Lab):
     )
     exercises = (
         Exercise("Make every file equally hot (codebase = flat). What is left of the gain from going hotspots first?",
-                 {"codebase": "flat"}, ("comparison", "bug_reduction_pct")),
+                 {"codebase": "flat"}, ("comparison", "bug_reduction_pct"),
+                 why="With every file equally hot there is no hotspot to find, yet working down a list is still not "
+                 "the same as spreading: estimated efforts vary by file, and spreading finishes the cheap files "
+                 "first (Jensen's inequality), so spreading wins by a little."),
         Exercise("Halve the debt budget to 10% of capacity. Does focusing matter more or less?",
-                 {"debt_share": 0.1}, ("comparison", "bug_reduction_pct")),
+                 {"debt_share": 0.1}, ("comparison", "bug_reduction_pct"),
+                 why="With less capacity the hotspots-first arm still finishes its top files while spreading makes "
+                 "little progress anywhere, but both arms now remove less complexity in total."),
         Exercise("Suppose a refactoring only removes 30% of a file's complexity. How far do bugs fall?",
-                 {"refactor_effect": 0.3}, ("pattern", "bug_reduction_pct")),
+                 {"refactor_effect": 0.3}, ("pattern", "bug_reduction_pct"),
+                 why="Bugs fall with the complexity a refactoring removes; removing only 30% of each file's "
+                 "complexity removes proportionally less of the defect rate."),
     )
 
     def simulate(self, seed: int, p) -> Outcome:

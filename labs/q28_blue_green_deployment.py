@@ -94,11 +94,18 @@ class BlueGreenLab(Lab):
     parts = {"shadow": ("shadow_pair",)}
     exercises = (
         Exercise("Keep blue for ten minutes after the switch (scale_down_delay_seconds = 600). How long does the "
-                 "blue-green rollback take now?", {"scale_down_delay_seconds": 600.0}, ("pattern", "rollback_time_s")),
+                 "blue-green rollback take now?", {"scale_down_delay_seconds": 600.0}, ("pattern", "rollback_time_s"),
+                 why="Rolling back to blue is a traffic switch only while blue's pods still run; a ten-minute "
+                 "scale-down delay keeps them warm, so rollback no longer has to wait for pods to start and load "
+                 "the model."),
         Exercise("Let the rolling update only add pods (max_unavailable = 0). Predict its degraded minutes.",
-                 {"max_unavailable": 0.0}, ("baseline", "degraded_min")),
+                 {"max_unavailable": 0.0}, ("baseline", "degraded_min"),
+                 why="With max_unavailable = 0 the rolling update only adds a new pod before removing an old one, so "
+                 "serving capacity never drops below the full count."),
         Exercise("Make models load in 10 s instead of 120 s. How much downtime does Recreate still cause?",
-                 {"model_load_s": 10.0}, ("recreate", "downtime_s")),
+                 {"model_load_s": 10.0}, ("recreate", "downtime_s"),
+                 why="Recreate stops every old pod before starting the new ones, so its downtime is pod start plus "
+                 "model load: a faster model load shortens it almost one for one."),
     )
 
     def prepare(self, seed: int = 0) -> None:

@@ -128,11 +128,17 @@ class DataDriftLab(Lab):
     )
     exercises = (
         Exercise("Switch to concept drift (labels change, pixels do not). How often does the PSI policy retrain, "
-                 "and what accuracy does it end with?", {"drift_kind": "concept"}, ("pattern", "accuracy_pct")),
+                 "and what accuracy does it end with?", {"drift_kind": "concept"}, ("pattern", "accuracy_pct"),
+                 why="Concept drift changes what the labels mean, not what the inputs look like; PSI on the pixels "
+                 "sees nothing, so the policy does not retrain and accuracy decays."),
         Exercise("Lower the PSI threshold to Evidently's default 0.1 with no drift at all. How many retrains are "
-                 "false alarms?", {"drift_kind": "none", "psi_threshold": 0.1}, ("pattern", "retrains")),
+                 "false alarms?", {"drift_kind": "none", "psi_threshold": 0.1}, ("pattern", "retrains"),
+                 why="PSI computed on finite samples is never exactly zero; a lower threshold is crossed by sampling "
+                 "noise alone, so every retrain here is a false alarm."),
         Exercise("Retrain on a fixed quarterly schedule (13 weeks). How stale does the model get, and what does "
-                 "it cost in accuracy?", {"schedule_weeks": 13}, ("scheduled", "accuracy_pct")),
+                 "it cost in accuracy?", {"schedule_weeks": 13}, ("scheduled", "accuracy_pct"),
+                 why="A quarterly schedule lets the model age for up to 13 weeks between retrains; under gradual "
+                 "drift, accuracy falls during that time."),
     )
 
     def part_stream(self, seed, p) -> _Stream:

@@ -81,13 +81,22 @@ class MultiTenantLab(Lab):
     parts = {"isolation": ("tenants", "policy_variant")}
     exercises = (
         Exercise("Turn priorities off (one class, no preemption). How slow do gold tenants' jobs get during the flood?",
-                 {"priority_classes": "equal"}, ("pattern", "gold_slowdown_p95")),
+                 {"priority_classes": "equal"}, ("pattern", "gold_slowdown_p95"),
+                 why="The pattern arm also caps every namespace with a ResourceQuota, so the flooding tenant can hold "
+                 "only its quota of GPUs: gold jobs still find room with equal priorities. Priorities start to "
+                 "matter when quotas leave the cluster full (raise quota_pct or flood_jobs)."),
         Exercise("Put 30 tenants on the platform instead of 10. Where does the shared cluster's utilisation go?",
-                 {"tenants": 30}, ("pattern", "utilization_pct")),
+                 {"tenants": 30}, ("pattern", "utilization_pct"),
+                 why="More tenants with independent bursts average out on a shared cluster: the peaks rarely "
+                 "coincide, so the same capacity is busy a larger share of the time."),
         Exercise("Write the same-namespace rule with an empty namespaceSelector. How many cross-tenant attempts "
-                 "get through?", {"policy_variant": "empty_namespace_selector"}, ("pattern", "leaks")),
+                 "get through?", {"policy_variant": "empty_namespace_selector"}, ("pattern", "leaks"),
+                 why="An empty namespaceSelector selects every namespace, so the rule meant for the tenant's own "
+                 "namespace admits traffic from all of them."),
         Exercise("Remove the bursts (burstiness 1). What utilisation do dedicated clusters reach now?",
-                 {"burstiness": 1.0}, ("baseline", "utilization_pct")),
+                 {"burstiness": 1.0}, ("baseline", "utilization_pct"),
+                 why="A dedicated cluster is sized for its tenant's peak; without bursts the peak is close to the "
+                 "mean, so the cluster idles less."),
     )
 
     # ------------------------------------------------------------------ simulate

@@ -162,3 +162,25 @@ def score_verdict(stated: str, point, region=None) -> VerdictScore:
     else:
         credit = 0.0
     return VerdictScore(stated, actual, at, where, credit)
+
+
+def exercise_answer(exercise, before, after, unit: str = "") -> str:
+    """An exercise's answer once revealed: the watched number at the defaults and after the change, and why."""
+    arm, metric = exercise.watch
+
+    def at(run):
+        v = run.metrics.get(arm, {}).get(metric)
+        iv = run.intervals.get(arm, {}).get(metric)
+        text = fmt_number(v, unit) if _finite(v) else "not measured"
+        if iv is not None and all(_finite(b) for b in iv):
+            text += f" (95% interval {fmt_number(iv[0], unit)}–{fmt_number(iv[1], unit)})"
+        return v, text
+
+    (v0, t0), (v1, t1) = at(before), at(after)
+    move = ""
+    if _finite(v0) and _finite(v1) and float(v0) != 0 and float(v1) != 0 and (float(v0) > 0) == (float(v1) > 0):
+        r = float(v1) / float(v0)
+        move = "unchanged" if abs(r - 1) < 0.005 else f"{r:.3g}× the default" if r > 1 else f"{1 / r:.3g}× lower"
+    answer = f"Answer: {arm} {metric} is {t1} after the change, against {t0} at the defaults"
+    answer += f" ({move})." if move else "."
+    return answer + (f" Why: {exercise.why}" if exercise.why else "")

@@ -342,6 +342,13 @@ def test_an_exercise_sets_up_its_change_and_asks_for_its_metric(lab_id):
     assert_clean(at)
     assert any(f"{arm} {name}" in m.value for m in at.markdown)
     assert "You predicted 1" in "\n".join([s.value for s in at.success] + [i.value for i in at.info])
+    answers = [i.value for i in at.info if i.value.startswith("**Exercise 1.**")]
+    assert len(answers) == 1, "the exercise's answer is shown once the run is revealed"
+    assert f"Answer: {arm} {key} is" in answers[0] and "at the defaults" in answers[0]
+    if exercise.why:
+        assert exercise.why in answers[0]
+    widget(at, next(iter(exercise.changes))).set_value(lab.param(next(iter(exercise.changes))).default).run()
+    assert not [i for i in at.info if i.value.startswith("**Exercise 1.**")], "answer shown off its setting"
 
 
 def test_skip_reveals_directly():
@@ -389,3 +396,22 @@ def test_helpers_format_and_compare():
     reading = ex.read_query(get_lab("q08").params, {"client_timeout_s": "0", "x": "1", "replicas": "3"})
     assert reading.values == {"client_timeout_s": 30.0, "replicas": 3}
     assert set(reading.problems) == {"client_timeout_s", "x"}
+
+
+def test_progress_page_shows_calibration_and_exports(tmp_path, monkeypatch):
+    from faces.progress import Progress
+    from labs.workshop import score_number
+
+    monkeypatch.setenv("ARCHLAB_DATA", str(tmp_path))
+    at = open_app("progress")
+    assert_clean(at)
+    assert any("Nothing stored yet" in i.value for i in at.info)
+    with Progress() as p:
+        p.record_number("q08", score_number(300.0, 100.0, (90.0, 110.0)), "pattern", "p99_ms")
+    at = open_app("progress")
+    assert_clean(at)
+    cal = next(df.value for df in at.dataframe if "concept" in df.value.columns)
+    assert cal["numbers stated"].tolist() == [1] and cal["direction"].tolist() == ["too high"]
+    assert cal["median factor off"].iloc[0] == pytest.approx(3.0)
+    states = next(df.value for df in at.dataframe if "question" in df.value.columns)
+    assert states.set_index("question").loc["q08", "state"] == "predicted"

@@ -37,6 +37,8 @@ def test_check_lab_catches_a_broken_lab():
     problems = check_lab(Broken(), determinism=False)
     assert any("exercise 4" in p and "client_timeout_s" in p for p in problems)
     assert any("pattern.nope" in p for p in problems)
+    assert any("exercise 4 has no `why`" in p for p in problems)
+    assert not any("exercise 1 has no `why`" in p for p in problems)
 
 
 def test_verdicts_and_evidence_are_from_the_contract(lab):

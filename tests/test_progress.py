@@ -181,3 +181,35 @@ def test_explorer_records_predictions_and_home_marks_each_question(tmp_path, mon
     for qid, state in marks.items():
         assert sum(f"you: {state}" in c for c in captions) >= 1
     assert sum("you: not tried" in c for c in captions) == 30 - len(marks)
+
+
+def test_notebook_scorer_saves_real_guesses_only(tmp_path, q08_run):
+    db = tmp_path / "nb.db"
+    score = pg.notebook_scorer("q08", path=db)
+    arm, metric = get_lab("q08").headline
+    assert "No prediction yet" in score(None, q08_run, arm, metric)
+    assert not db.exists(), "an empty prediction cell must not create a store"
+    v = q08_run.metrics[arm][metric]
+    text = score(v * 10, q08_run, arm, metric, "ms")
+    assert "too high" in text
+    with pg.Progress(db) as p:
+        rows = p.tables()["answers"]
+    assert len(rows) == 1 and rows[0]["source"] == "notebook" and rows[0]["factor"] == pytest.approx(10.0)
+
+
+def test_exercise_answer_names_both_runs_and_the_reason(q08_run):
+    from dataclasses import replace
+
+    from labs.workshop import exercise_answer
+
+    lab = get_lab("q08")
+    exercise = replace(lab.exercises[0], why="because of the test's mechanism")
+    changed = lab.run(0, **exercise.changes)
+    arm, metric = exercise.watch
+    text = exercise_answer(exercise, q08_run, changed, "ms")
+    before, after = q08_run.metrics[arm][metric], changed.metrics[arm][metric]
+    assert text.startswith(f"Answer: {arm} {metric} is ")
+    assert text.endswith("Why: because of the test's mechanism")
+    if before and after and before != after:
+        r = after / before
+        assert (f"{r:.3g}× the default" if r > 1 else f"{1 / r:.3g}× lower") in text
