@@ -167,6 +167,28 @@ class PartitionLog:
         self.enforce_retention(now)
         return rec.offset, False
 
+    def append_batch(self, values, now: float, timestamps, size: int = 1024, key=None) -> int:
+        """Append a producer batch (one RecordBatch, as a produce request carries it); its first offset.
+
+        The same as appending record by record when the batch fits the active segment (else it does that).
+        """
+        cfg = self.config
+        seg = self.segments[-1] if self.segments else None
+        n = len(values)
+        if seg is None or seg.size + n * size > cfg.segment_bytes or now - seg.created >= cfg.segment_ms:
+            first = self.log_end_offset
+            for v, ts in zip(values, timestamps):
+                self.append(key, v, now, ts, size)
+            return first
+        first, topic, index = self.log_end_offset, self.topic, self.index
+        self.records.extend([Record(topic, index, first + k, key, v, ts, size)
+                             for k, (v, ts) in enumerate(zip(values, timestamps))])
+        seg.size += n * size
+        seg.count += n
+        seg.max_timestamp = max(seg.max_timestamp, max(timestamps))
+        self.enforce_retention(now)
+        return first
+
     def enforce_retention(self, now: float) -> int:
         """Delete closed segments past retention.ms (newest timestamp) or beyond retention.bytes; count deleted."""
         cfg, gone = self.config, 0
@@ -199,7 +221,7 @@ class Broker:
     def __init__(self):
         self.topics: dict[str, list[PartitionLog]] = {}
         self.configs: dict[str, TopicConfig] = {}
-        self.listeners: list[Callable[[Record], None]] = []  # called after every append
+        self.listeners: list[Callable[[Record], None]] = []  # called after every append (a batch: its first record)
         self.produced: dict[str, int] = {}
         self.duplicates_dropped = 0
 
@@ -238,6 +260,19 @@ class Broker:
         for listener in self.listeners:
             listener(rec)
         return rec
+
+    def produce_batch(self, topic: str, partition: int, values, now: float, timestamps, size: int = 1024,
+                      key=None) -> list[Record]:
+        """Append one producer batch to ``partition`` (unkeyed values, their CreateTimes); listeners see its first record."""
+        log = self.partitions(topic)[partition]
+        if not len(values):
+            return []
+        first = log.append_batch(values, now, timestamps, size, key)
+        self.produced[topic] += len(values)
+        recs = log.records[first - log.log_start_offset:]
+        for listener in self.listeners:  # one wake-up per batch: a waiting consumer reads the whole batch
+            listener(recs[0])
+        return recs
 
     def dead_letter(self, record: Record, now: float, reason: str = "") -> Record:
         """Publish a failed record to ``<topic>.DLT``, same partition (created with as many partitions)."""

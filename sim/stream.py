@@ -42,6 +42,14 @@ class DataSignal:
             self.waiting.setdefault((topic, p), []).append(ev)
         return ev
 
+    def wake_all(self) -> None:
+        """Wake every waiting consumer (after a rebalance moved partitions, so each polls its new ones)."""
+        waiting, self.waiting = self.waiting, {}
+        for evs in waiting.values():
+            for ev in evs:
+                if not ev.triggered:
+                    ev.succeed()
+
     def _on_append(self, rec: Record) -> None:
         evs = self.waiting.pop((rec.topic, rec.partition), None)
         for ev in evs or ():
@@ -169,3 +177,47 @@ class LagProbe:
                                   "consumed": sum(g.consumed(p) for p in parts),
                                   "lost": sum(g.lost(p) for p in parts)})
             yield env.timeout(self.every_s)
+
+
+# process_batch(records) -> a SimPy generator that handles a polled batch as one unit (one model call,
+# one bulk write downstream); the loop commits synchronously after it returns.
+BatchHandler = Callable[[list], "simpy.events.ProcessGenerator"]
+
+
+def run_batch_consumer(env: simpy.Environment, group: ConsumerGroup, member: str, signal: DataSignal,
+                       process_batch: BatchHandler, max_poll_records: int = KAFKA_MAX_POLL_RECORDS,
+                       crash_at: float = float("inf"), stats: ConsumerStats | None = None):
+    """SimPy process: poll up to ``max_poll_records``, process the batch as one unit, ``commitSync``.
+
+    At the first batch that ends at or after ``crash_at`` the member dies for good, after processing
+    and before committing (so that batch is delivered again to whoever takes the partitions over); it
+    stays in the group until :func:`session_timeout` removes it, as a Kafka member that stops
+    heartbeating does.
+    """
+    stats = stats if stats is not None else ConsumerStats()
+    while True:
+        records = group.poll(member, max_poll_records)
+        if not records:
+            yield signal.wait(group.topic, group.assignment(member))
+            continue
+        stats.batches += 1
+        yield from process_batch(records)
+        if env.now >= crash_at:
+            stats.crashes += 1
+            return
+        if member in group.members and all(group.owner.get(r.partition) == member for r in records):
+            done = {r.partition: r.offset + 1 for r in records}
+            group.commit(member, done)
+            for part, off in done.items():  # a rebalance mid-batch rewound the position: the batch is done
+                group.position[part] = max(group.position.get(part, off), off)
+            stats.commits += 1
+
+
+def session_timeout(env: simpy.Environment, group: ConsumerGroup, member: str, signal: DataSignal,
+                    crash_at: float, session_timeout_s: float):
+    """SimPy process: the coordinator notices a silent member ``session.timeout.ms`` after its last heartbeat
+    (taken as the crash time) and rebalances; the survivors resume its partitions from the committed offsets."""
+    yield env.timeout(max(0.0, crash_at + session_timeout_s - env.now))
+    if member in group.members and len(group.members) > 1:
+        group.leave(member)
+        signal.wake_all()

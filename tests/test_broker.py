@@ -6,7 +6,7 @@ import simpy
 from sim.broker import (Broker, CommitFailed, ConsumerGroup, OutOfOrderSequence, StickyPartitioner, TopicConfig,
                         key_partition, linger_send_times, murmur2, range_assign)
 from sim.chain import sync_chain
-from sim.stream import ConsumerConfig, DataSignal, run_consumer
+from sim.stream import ConsumerConfig, DataSignal, run_batch_consumer, run_consumer, session_timeout
 
 # Kafka's own UtilsTest.testMurmur2 vectors: a key must hash exactly as in the Java producer
 MURMUR2 = {b"21": -973932308, b"foobar": -790332482, b"a-little-bit-long-string": -985981536,
@@ -178,3 +178,53 @@ def test_sync_chain_waits_for_every_call_and_skips_or_retries_a_down_service():
     assert np.isnan(skip["started"][1, :2]).all() and np.isfinite(skip["started"][1, 2])
     retry = sync_chain(arr, svc, 1, 0.2, [None, (0.0, 5.0)], on_failure="retry", retry_s=0.5)
     assert np.isfinite(retry["started"]).all() and retry["started"][1, 0] >= 5.0
+
+
+def test_a_producer_batch_appends_exactly_what_single_appends_would():
+    one, many = Broker(), Broker()
+    for b in (one, many):
+        b.create_topic("t", TopicConfig(num_partitions=2, segment_bytes=4096))
+    values, stamps = list(range(10)), [0.1 * k for k in range(10)]
+    for v, ts in zip(values, stamps):
+        one.produce("t", None, v, 2.0, partition=1, timestamp=ts)
+    many.produce_batch("t", 1, values[:3], 2.0, stamps[:3])
+    many.produce_batch("t", 1, values[3:], 2.0, stamps[3:])  # crosses a segment boundary: record by record
+    a, b = one.partitions("t")[1], many.partitions("t")[1]
+    assert [(r.offset, r.value, r.timestamp) for r in a.records] == [(r.offset, r.value, r.timestamp) for r in b.records]
+    assert [(s.base_offset, s.count, s.size) for s in a.segments] == [(s.base_offset, s.count, s.size) for s in b.segments]
+    assert many.produced["t"] == 10
+
+
+def test_a_silent_member_keeps_its_partitions_until_the_session_timeout_then_survivors_resume():
+    env = simpy.Environment()
+    broker = Broker()
+    broker.create_topic("t", TopicConfig(num_partitions=2))
+    signal = DataSignal(env, broker)
+    group = ConsumerGroup(broker, "g", "t", auto_offset_reset="earliest")
+    group.join("a", "b")
+    seen: dict[int, list] = {0: [], 1: []}
+
+    def handler(member):
+        def process(records):
+            yield env.timeout(0.01)
+            for r in records:
+                seen[r.partition].append((member, r.offset, env.now))
+        return process
+
+    env.process(run_batch_consumer(env, group, "a", signal, handler("a"), 1, crash_at=0.5))
+    env.process(run_batch_consumer(env, group, "b", signal, handler("b"), 1))
+    env.process(session_timeout(env, group, "a", signal, crash_at=0.5, session_timeout_s=10.0))
+
+    def produce():
+        for k in range(20):
+            yield env.timeout(0.1)
+            broker.produce_batch("t", k % 2, [k], env.now, [env.now])
+
+    env.process(produce())
+    env.run(until=20)
+    a_part = group.assignment("b")  # after the rebalance b owns both
+    assert sorted(a_part) == [0, 1]
+    late = [s for s in seen[0] if s[0] == "b"]
+    assert late and min(t for _, _, t in late) >= 10.5  # nobody read a's partition until the timeout
+    crashed = max(o for m, o, _ in seen[0] if m == "a")
+    assert any(o == crashed for m, o, _ in late)  # its last batch was never committed: delivered again
