@@ -109,7 +109,7 @@ def test_home_renders_map_and_workshop_guide():
     assert captions.count("not built yet") == len(UNBUILT)
     assert captions.count("predict first") == len(BUILT)  # no spoilers before a prediction
     assert not any(f"[{verdict} " in captions for verdict in VERDICTS)
-    at.toggle(key="_archlab_spoilers").set_value(True).run()
+    at.toggle(key="_archlab_spoilers").set_value(True).run(timeout=60 * len(BUILT))  # every lab's default run
     captions = "\n".join(c.value for c in at.caption)
     assert captions.count("predict first") == 0  # verdicts at a glance for every built lab
     assert any(f"[{verdict} " in captions for verdict in VERDICTS)
@@ -120,7 +120,7 @@ def test_claims_page_lists_every_claim_with_a_link():
     assert_clean(at)
     text = "\n".join(m.value for m in at.markdown)
     assert "verdict hidden" in text and not any(f"**{v.replace('_', ' ')}**" in text for v in VERDICTS)
-    at.toggle(key="_archlab_spoilers").set_value(True).run()
+    at.toggle(key="_archlab_spoilers").set_value(True).run(timeout=60 * len(BUILT))  # every lab's default run
     text = "\n".join(m.value for m in at.markdown)
     for lab_id in BUILT:
         for claim in CATALOG.get(lab_id).claims:
@@ -326,7 +326,7 @@ def test_prediction_is_tied_to_its_settings():
 def test_an_exercise_sets_up_its_change_and_asks_for_its_metric(lab_id):
     lab = get_lab(lab_id)
     exercise = lab.exercises[0]
-    at = reveal(open_app(lab_id), lab_id)
+    at = reveal(open_app(lab_id, timeout=3 * TIMEOUT), lab_id)  # the answer also needs the default run
     at.button(key=f"exercise_{lab_id}_0").click().run()
     assert_clean(at)
     for name, value in exercise.changes.items():
