@@ -1,0 +1,52 @@
+"""Business layer: validates rows, reads them from a JSON file and scores them with the scikit-learn model."""
+import json
+import math
+import pickle
+from pathlib import Path
+
+from sklearn.pipeline import Pipeline
+
+FEATURES = ("radius", "texture", "smoothness", "concave_points")
+RANGES = {
+    "radius": (0.0, 50.0),
+    "texture": (0.0, 60.0),
+    "smoothness": (0.0, 1.0),
+    "concave_points": (0.0, 1.0),
+}
+THRESHOLD = 0.5
+
+
+class ScoringService:
+    def __init__(self, db_path, model_path):
+        self.db_path = Path(db_path)
+        with open(model_path, "rb") as fh:
+            self.model = pickle.load(fh)
+        if not isinstance(self.model, Pipeline):
+            raise TypeError(f"{model_path} does not hold a scikit-learn Pipeline")
+
+    def save_rows(self, rows):
+        self.db_path.write_text(json.dumps(rows, sort_keys=True), encoding="utf-8")
+        self.rows = json.loads(self.db_path.read_text(encoding="utf-8"))
+
+    def load_row(self, entity_id):
+        if entity_id not in self.rows:
+            raise LookupError(f"no features for {entity_id!r}")
+        return dict(self.rows[entity_id])
+
+    def check_row(self, row):
+        vector = []
+        for name in FEATURES:
+            if name not in row:
+                raise ValueError(f"feature {name} is missing")
+            value = float(row[name])
+            low, high = RANGES[name]
+            if not math.isfinite(value) or not low <= value <= high:
+                raise ValueError(f"feature {name}={value} is outside [{low}, {high}]")
+            vector.append(value)
+        return vector
+
+    def score(self, entity_id):
+        vector = self.check_row(self.load_row(entity_id))
+        positive = list(self.model.classes_).index(1)
+        score = float(self.model.predict_proba([vector])[0][positive])
+        return entity_id, score, score >= THRESHOLD
