@@ -160,20 +160,19 @@ def closed_loop(n: int, callers: int, cost: CallCost, link: Link, policy: str, c
 
 
 def throughput(run: Run, warmup: float = 0.1, batches: int = 20):
-    """Completions per second after the first ``warmup`` share, with a batch-means interval
-    (per-batch rates of equal completion counts)."""
+    """Completions per second between the first and the last ``warmup`` share of completions (the
+    start-up and the drain, when callers stop issuing, are left out), with a batch-means interval
+    (on the gaps between completions; the rate is one over the mean gap)."""
     d = np.sort(run.done_s[np.isfinite(run.done_s)])
-    d = d[int(len(d) * warmup):]
-    if len(d) < 2 * batches:
+    cut = int(len(d) * warmup)
+    d = d[cut:len(d) - cut]
+    if len(d) < 2 * batches + 1:
         return float("nan"), (float("nan"), float("nan"))
-    k = (len(d) - 1) // batches
-    edges = d[::k][: batches + 1]
-    rates = k / np.diff(edges)
     from .metrics import batch_means
 
-    iv = batch_means(rates, n_batches=min(batches, len(rates) // 2))
-    est = (len(d) - 1) / (d[-1] - d[0])
-    return float(est), (iv.low, iv.high)
+    iv = batch_means(np.diff(d), n_batches=batches)  # mean gap between completions, batch by batch
+    est = 1.0 / iv.estimate
+    return float(est), (1.0 / iv.high, 1.0 / iv.low) if iv.low > 0 else (float("nan"), float("nan"))
 
 
 def little_bound_rps(slots: int, cost: CallCost, link: Link) -> float:
