@@ -42,6 +42,7 @@ class CallCost:
     tls_server_s: float = 0.0  # server core time of a full TLS 1.3 handshake
     tls_client_s: float = 0.0  # caller time of the same handshake
     request_bytes: int = 0     # request body on the wire (the answer is a few bytes)
+    server_extra_s: np.ndarray | None = None  # per-request server time on top of server_s (the handler's work)
 
     def __post_init__(self):
         if self.server_s < 0 or self.connect_server_s < 0 or self.tls_server_s < 0 or self.tls_client_s < 0:
@@ -73,7 +74,8 @@ class Service:
         self.busy_s = 0.0
         self.handshakes = 0
 
-    def _work(self, seconds: float):
+    def work(self, seconds: float):
+        """Hold one of the cores for ``seconds`` (FIFO); compose with ``yield from``."""
         with self.cores.request() as req:
             yield req
             yield self.env.timeout(seconds)
@@ -87,18 +89,22 @@ def call(env: simpy.Environment, svc: Service, link: Link, cost: CallCost, i: in
         svc.handshakes += 1
         if svc.tls:  # SYN/SYN-ACK, then ClientHello out; server's flight after its CPU; client Finished + request
             yield env.timeout(link.rtt_s + half)
-            yield from svc._work(cost.tls_server_s)
+            yield from svc.work(cost.tls_server_s)
             yield env.timeout(half + cost.tls_client_s + half + wire)
         else:  # SYN/SYN-ACK, then the request rides with the ACK
             yield env.timeout(link.rtt_s + half + wire)
-        yield from svc._work(cost.server_s + cost.connect_server_s)
+        yield from svc.work(cost.server_s + cost.connect_server_s + _extra(cost, i))
         yield env.timeout(half + cost.client_s[i])
         return
     with svc.slots.request() as slot:
         yield slot
         yield env.timeout(half + wire)
-        yield from svc._work(cost.server_s)
+        yield from svc.work(cost.server_s + _extra(cost, i))
         yield env.timeout(half + cost.client_s[i])
+
+
+def _extra(cost: CallCost, i: int) -> float:
+    return 0.0 if cost.server_extra_s is None else float(cost.server_extra_s[i])
 
 
 @dataclass
