@@ -203,9 +203,21 @@ def metric_rows(table: pd.DataFrame, units: Mapping[str, str]) -> pd.DataFrame:
         shown = fmt_with_ci(r.measured, iv, units.get(r.key, ""))
         if iv is None and is_percentile(r.key) and shown != "n/a":
             shown += " (no CI: too few requests)"
-        rows.append({"metric": r.metric, "arm": r.arm, "measured": shown, "target": r.target,
-                     "met?": met_text(r.met), "formula": r.formula})
-    return pd.DataFrame(rows, columns=["metric", "arm", "measured", "target", "met?", "formula"])
+        rows.append({"metric": r.metric, "arm": r.arm, "measured": shown,
+                     "target": f"{r.target} ({met_text(r.met)})" if r.target else met_text(r.met)})
+    return pd.DataFrame(rows, columns=["metric", "arm", "measured", "target"])  # narrow enough for a projector
+
+
+_KEY_WORDS = {"pct": "%", "x": "×", "ms": "ms", "s": "s", "min": "min", "rps": "req/s", "eps": "events/s"}
+
+
+def plain_name(metric_key: str) -> str:
+    """A metric key read as words for people: ``throughput_gain_x`` -> "throughput gain", ``p99_ms`` -> "P99"."""
+    words = metric_key.split("_")
+    if len(words) > 1 and words[-1] in _KEY_WORDS:
+        words = words[:-1]
+    words = [w.upper() if len(w) > 1 and w[0] == "p" and w[1:].isdigit() else w for w in words]
+    return " ".join(words)
 
 
 def all_measurements(metrics: Mapping[str, Mapping[str, float]],

@@ -80,7 +80,7 @@ def metric_name(q: Question, key: str) -> str:
     try:
         return q.metric(key).name
     except KeyError:
-        return key
+        return ex.plain_name(key)
 
 
 def targets_table(q: Question):
@@ -397,7 +397,7 @@ def render_lab(q: Question):
     met = q.metric(key).met(measured) if key in {m.key for m in q.metrics} else None
     target = q.metric(key).target if met is not None else None
     c1, c2 = st.columns([1, 2])
-    c1.metric(f"Headline · {arm} · {name}", ex.fmt_number(measured, unit),
+    c1.metric(f"Headline: {name}", ex.fmt_number(measured, unit),
               help="The number to predict before revealing the run.")
     band = ex.fmt_with_ci(measured, interval, unit)
     c2.markdown(f"**{arm} {name}:** {band}" + (f"  \nTarget {target}: {ex.met_text(met)}" if target else ""))

@@ -335,7 +335,7 @@ def test_an_exercise_sets_up_its_change_and_asks_for_its_metric(lab_id):
     arm, key = exercise.watch
     prompt = "\n".join(m.value for m in at.markdown)
     q = lab.question
-    name = q.metric(key).name if key in {m.key for m in q.metrics} else key
+    name = q.metric(key).name if key in {m.key for m in q.metrics} else ex.plain_name(key)
     assert f"**{arm}** arm's **{name}**" in prompt
     at.number_input(key=f"predict_{lab_id}").set_value(1.0).run()
     at.button(key=f"reveal_{lab_id}").click().run()
@@ -381,6 +381,13 @@ def test_widget_specs_follow_the_params():
             assert spec.kind in ("slider", "number")
             assert (spec.min, spec.max) == (p.low, p.high) and spec.value == p.default
             assert type(spec.value) is type(spec.min) is type(spec.step) is p.kind
+
+
+@pytest.mark.parametrize("key, name", [("throughput_gain_x", "throughput gain"), ("p99_ms", "P99"),
+                                       ("stuck_workflows_pct", "stuck workflows"), ("leaks", "leaks"),
+                                       ("p99_over_p50_x", "P99 over P50")])
+def test_plain_names_for_metrics_outside_the_catalogue(key, name):
+    assert ex.plain_name(key) == name
 
 
 def test_helpers_format_and_compare():
