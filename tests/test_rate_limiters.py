@@ -166,3 +166,33 @@ def test_a_key_over_its_limit_is_admitted_the_same_count_at_any_higher_rate(kind
         t = poisson(rate, 60, 7)
         counts.append(admit(make_limiter(kind, 10.0, 20, 2.0), t).sum())
     assert abs(counts[0] - counts[1]) <= 0.02 * counts[1] + 2
+
+
+def test_the_real_api_refuses_with_429_and_the_limiters_retry_after():
+    import asyncio
+    import json
+
+    import httpx
+
+    from sim.inference_api import ApiConfig, build_app
+
+    clock = {"now": 0.0}
+    buckets = {}
+
+    def limiter(client, now):
+        return buckets.setdefault(client, EnvoyTokenBucket(2, 0.5, 0.1)).acquire(now)  # 2 deep, 5/s
+
+    app = build_app(lambda x: np.full((1, 10), 0.1), config=ApiConfig(limiter=limiter, clock=lambda: clock["now"]))
+    body = json.dumps({"features": [1.0] * 64}).encode()
+
+    async def go():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            out = []
+            for t, who in ((0.0, "a"), (0.0, "a"), (0.0, "a"), (0.0, "b"), (0.2, "a")):
+                clock["now"] = t
+                out.append(await c.post("/v1/predict", content=body, headers={"x-client-id": who}))
+            return out
+    r = asyncio.run(go())
+    assert [x.status_code for x in r] == [200, 200, 429, 200, 200]
+    assert r[2].headers["retry-after"] == str(retry_after_header(0.2)) == "1"
+    assert r[2].headers["content-type"] == "application/problem+json" and r[2].json()["status"] == 429
