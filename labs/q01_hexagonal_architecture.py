@@ -155,11 +155,19 @@ class HexagonalLab(Lab):
     )
     exercises = (
         Exercise("Count definitions instead of files. Does the layered code still look tightly coupled?",
-                 {"coupling_unit": "definitions"}, ("baseline", "coupling_pct")),
+                 {"coupling_unit": "definitions"}, ("baseline", "coupling_pct"),
+                 why="The layered service is one big class plus a few constants: a change touches two of its three "
+                 "files but only a few of its top-level definitions, so the unit you count decides how coupled it "
+                 "looks."),
         Exercise("Rebuild the fixtures for every test. What happens to the integration ÷ unit ratio?",
-                 {"fixture_scope": "per_test"}, ("comparison", "test_speedup_x")),
+                 {"fixture_scope": "per_test"}, ("comparison", "test_speedup_x"),
+                 why="Real adapters pay their set-up (loading the model, opening SQLite) once per test instead of "
+                 "once per suite, while a fake costs microseconds either way, so the integration suite slows and "
+                 "the ratio grows."),
         Exercise("Suppose the PyTorch adapter was already written. What share of lines does the swap touch now?",
-                 {"new_adapters": "already_shipped"}, ("pattern", "adapter_swap_lines_pct")),
+                 {"new_adapters": "already_shipped"}, ("pattern", "adapter_swap_lines_pct"),
+                 why="When the new adapter already exists, a swap is only a change of wiring in the composition root: "
+                 "a couple of lines instead of a new module."),
     )
 
     def part_timing(self, seed: int, p) -> tuple[dict, dict]:

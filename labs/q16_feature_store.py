@@ -85,11 +85,19 @@ class FeatureStoreLab(Lab):
     )
     exercises = (
         Exercise("Score only Monday requests. How large is the skew of the separate serving code now?",
-                 {"request_day": "mon"}, ("baseline", "train_serve_skew_pct")),
+                 {"request_day": "mon"}, ("baseline", "train_serve_skew_pct"),
+                 why="A calendar-week count on a Monday holds almost no days, so serving sees active users as dormant "
+                 "and the model stops predicting their purchases; over a whole week the shortfall averages out to "
+                 "less."),
         Exercise("The nightly batch reaches the online store 36 hours late. Does the shared definition still "
-                 "keep skew under 2%?", {"materialize_delay_h": 36.0}, ("pattern", "train_serve_skew_pct")),
+                 "keep skew under 2%?", {"materialize_delay_h": 36.0}, ("pattern", "train_serve_skew_pct"),
+                 why="The online store serves the snapshot written when the nightly batch landed; 36 hours late, it "
+                 "misses purchases that training (point-in-time, as of each request) saw, so even one shared "
+                 "definition now disagrees a little."),
         Exercise("Triple the fetch rate to 6,000 req/s with the cache off. What happens to the store's P95?",
-                 {"rate_rps": 6000.0, "cache_ttl_s": 0.0}, ("pattern", "online_p95_ms")),
+                 {"rate_rps": 6000.0, "cache_ttl_s": 0.0}, ("pattern", "online_p95_ms"),
+                 why="With no cache every fetch reaches the online store; at three times the rate its utilisation "
+                 "rises and requests wait in its queue, which moves the tail first."),
     )
 
     # ------------------------------------------------------------------ real data work

@@ -83,11 +83,19 @@ class DataPartitioningLab(Lab):
     )
     exercises = (
         Exercise("Users are barely skewed (zipf_s = 0.4). How balanced are the hash partitions now?",
-                 {"zipf_s": 0.4}, ("pattern", "partition_skew_x")),
+                 {"zipf_s": 0.4}, ("pattern", "partition_skew_x"),
+                 why="Hashing cannot split a key: the partition holding the busiest user carries that user's whole "
+                 "share. With mild skew no user is a sizeable part of a partition, and the hash balances to "
+                 "within noise."),
         Exercise("Scale out to 128 workers. What happens to scaling efficiency?",
-                 {"workers": 128}, ("pattern", "scaling_efficiency_pct")),
+                 {"workers": 128}, ("pattern", "scaling_efficiency_pct"),
+                 why="Each worker's shard shrinks with more workers, but every step still waits at the barrier for "
+                 "the slowest worker and pays the all-reduce; with 128 workers some worker straggles in almost "
+                 "every step."),
         Exercise("Read every column instead of 8. Does Parquet keep its lead over CSV?",
-                 {"columns_read": 30}, ("comparison", "scan_speedup_x")),
+                 {"columns_read": 30}, ("comparison", "scan_speedup_x"),
+                 why="Parquet's lead comes mostly from reading only the selected columns; reading all of them leaves "
+                 "only the cheaper decoding of binary values against parsing text."),
     )
 
     # ------------------------------------------------------------------ parts

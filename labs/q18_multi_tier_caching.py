@@ -74,13 +74,21 @@ class MultiTierCachingLab(Lab):
     )
     exercises = (
         Exercise("Route each key to the same process instead of any process. What happens to the L1 share?",
-                 {"routing": "by_key"}, ("pattern", "l1_hit_pct")),
+                 {"routing": "by_key"}, ("pattern", "l1_hit_pct"),
+                 why="Routing a key to one process gives each L1 a quarter of the key space and four times the "
+                 "requests per key, so its LRU holds more of the hot keys and fewer entries expire unread."),
         Exercise("Make key popularity flatter (Zipf 0.6). Does the cached P95 stay under 20 ms?",
-                 {"zipf_s": 0.6}, ("pattern", "p95_ms")),
+                 {"zipf_s": 0.6}, ("pattern", "p95_ms"),
+                 why="With flatter popularity the hot set no longer fits the caches, more reads fall through to the "
+                 "database, and the database's latency sets the 95th percentile."),
         Exercise("Let writes leave cached copies alone (TTL only). What share of reads is stale now?",
-                 {"update_policy": "ttl_only"}, ("pattern", "stale_read_pct")),
+                 {"update_policy": "ttl_only"}, ("pattern", "stale_read_pct"),
+                 why="Without invalidation a write leaves every cached copy in place until its TTL expires, so reads "
+                 "keep returning the old value for longer."),
         Exercise("Cap each L1 copy at the L2 entry's expiry. What is the oldest value served now?",
-                 {"cap_l1_by_l2": True}, ("pattern", "staleness_s")),
+                 {"cap_l1_by_l2": True}, ("pattern", "staleness_s"),
+                 why="An L1 copy made just before its L2 entry expires can outlive it by a full L1 TTL; capping the "
+                 "copy at the L2 expiry removes that extra time from the worst case."),
     )
 
     def simulate(self, seed: int, p) -> Outcome:

@@ -111,11 +111,17 @@ class DataVersioningLab(Lab):
     )
     exercises = (
         Exercise("Make every version an append (change_kind = append). How much disk does whole-file dedup need now?",
-                 {"change_kind": "append"}, ("file_dedup", "storage_overhead_x")),
+                 {"change_kind": "append"}, ("file_dedup", "storage_overhead_x"),
+                 why="When versions only append rows and shards are id ranges, only the last shard changes, so "
+                 "whole-file dedup stores little more than the new shard each time."),
         Exercise("Shrink the chunks to 256 bytes. Does the chunk store get smaller or larger?",
-                 {"avg_chunk_kib": 0.25}, ("pattern", "storage_overhead_x")),
+                 {"avg_chunk_kib": 0.25}, ("pattern", "storage_overhead_x"),
+                 why="A small change rewrites the chunk it lands in; smaller chunks mean fewer unchanged bytes "
+                 "rewritten with it, until the per-chunk index entries start to dominate."),
         Exercise("Retrain with shuffled SGD and a fresh seed. Does pinning the data still reproduce the accuracy?",
-                 {"model": "sgd", "training_seed": "fresh"}, ("pattern", "reproducibility_variance_pct")),
+                 {"model": "sgd", "training_seed": "fresh"}, ("pattern", "reproducibility_variance_pct"),
+                 why="Pinning the data fixes the input, not the training: shuffled SGD with a fresh seed gives a "
+                 "different model from the same bytes."),
     )
 
     # ------------------------------------------------------------------ real file work
