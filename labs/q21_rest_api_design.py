@@ -82,11 +82,17 @@ class RestApiLab(Lab):
     )
     exercises = (
         Exercise("v2 also renames features to inputs. With the same 180-day window, how many clients break?",
-                 {"v2_changes": "all"}, ("pattern", "client_breakage_pct")),
+                 {"v2_changes": "all"}, ("pattern", "client_breakage_pct"),
+                 why="At the sunset, breakage is the clients still on v1 times the share of their calls v2 refuses; a "
+                 "rename makes that share 100% instead of about a third, so every late client breaks."),
         Exercise("Clients are slow: median lag 120 days. Does a 180-day window still keep breakage under 5%?",
-                 {"median_lag_days": 120.0}, ("pattern", "client_breakage_pct")),
+                 {"median_lag_days": 120.0}, ("pattern", "client_breakage_pct"),
+                 why="Upgrade lags spread around their median: with a 120-day median a sizeable tail is still on v1 "
+                 "when the 180-day window closes, and each of those clients breaks at the cut-off."),
         Exercise("Keys are pruned after 0.2 s instead of 24 h. Do retries still never duplicate a prediction?",
-                 {"key_ttl_s": 0.2}, ("pattern", "duplicate_predictions_pct")),
+                 {"key_ttl_s": 0.2}, ("pattern", "duplicate_predictions_pct"),
+                 why="A retry that arrives after its key was pruned finds no stored answer and runs the prediction "
+                 "again; keys must outlive the retry horizon (about a second here)."),
     )
 
     def prepare(self, seed: int = 0) -> None:

@@ -85,13 +85,22 @@ class GrpcVsRestLab(Lab):
     )
     exercises = (
         Exercise("Move the services 20 ms apart (rtt_ms = 20). Where does the REST/gRPC latency ratio go?",
-                 {"rtt_ms": 20.0}, ("comparison", "latency_ratio_x")),
+                 {"rtt_ms": 20.0}, ("comparison", "latency_ratio_x"),
+                 why="As the round trip grows, the fixed costs (stacks, encoding, handshake CPU) fade and the ratio "
+                 "tends to the count of round trips: three for REST on a new TLS connection against one for gRPC."),
         Exercise("Keep REST's connections alive (rest_connection = keep_alive). How much of the gap is left?",
-                 {"rest_connection": "keep_alive"}, ("comparison", "latency_ratio_x")),
+                 {"rest_connection": "keep_alive"}, ("comparison", "latency_ratio_x"),
+                 why="Keep-alive removes the TCP and TLS handshakes, so REST also pays one round trip per call; what "
+                 "is left is the slower HTTP/1.1 stack and JSON encoding."),
         Exercise("Send the record as a positional array. How big is protobuf against JSON now?",
-                 {"payload": "record_positional"}, ("comparison", "payload_size_pct")),
+                 {"payload": "record_positional"}, ("comparison", "payload_size_pct"),
+                 why="Most of protobuf's saving came from the field names JSON repeats in every record; a positional "
+                 "array drops them and leaves only the number encoding."),
         Exercise("Services 50 ms apart with keep-alive: what does the 10-connection pool do to REST throughput?",
-                 {"rtt_ms": 50.0, "rest_connection": "keep_alive"}, ("comparison", "throughput_gain_x")),
+                 {"rtt_ms": 50.0, "rest_connection": "keep_alive"}, ("comparison", "throughput_gain_x"),
+                 why="A pooled HTTP/1.1 connection carries one call at a time, so REST's throughput is pool size ÷ "
+                 "round trip; gRPC multiplexes many streams on one connection, and at 50 ms the pool is the "
+                 "limit."),
     )
 
     # ------------------------------------------------------------------ costs

@@ -103,11 +103,17 @@ class RateLimitLab(Lab):
     )
     exercises = (
         Exercise("Give the bucket ten seconds of depth (burst_tokens = 100). How long does a 2x burst last now?",
-                 {"burst_tokens": 100}, ("pattern", "burst_duration_s")),
+                 {"burst_tokens": 100}, ("pattern", "burst_duration_s"),
+                 why="At k times the rate a full bucket drains at (k − 1)·R tokens per second, so it lasts B ÷ ((k − "
+                 "1)·R): 100 ÷ 10 = 10 s at twice the rate."),
         Exercise("The attacker rotates over 30 keys. How many requests per second get through now?",
-                 {"attacker_keys": 30}, ("pattern", "attacker_admitted_rps")),
+                 {"attacker_keys": 30}, ("pattern", "attacker_admitted_rps"),
+                 why="Each key has its own bucket, so an attacker gets R + B/T per key: thirty keys buy about thirty "
+                 "times the rate. A per-key limit cannot cap a client that mints keys."),
         Exercise("Fair users send at 1.5x their limit during on periods. What share of their calls is refused?",
-                 {"fair_load_x": 1.5}, ("pattern", "fair_rejection_rate_pct")),
+                 {"fair_load_x": 1.5}, ("pattern", "fair_rejection_rate_pct"),
+                 why="During on periods the users send half again their refill; once the bucket's burst is spent, "
+                 "about a third of their calls exceed the rate and are refused until an off period refills it."),
     )
 
     def simulate(self, seed: int, p) -> Outcome:

@@ -114,13 +114,21 @@ class ServiceMeshLab(Lab):
     )
     exercises = (
         Exercise("Open a new connection for every call (no pooling). What does each hop cost now?",
-                 {"new_connection_pct": 100.0}, ("comparison", "overhead_per_hop_p95_ms")),
+                 {"new_connection_pct": 100.0}, ("comparison", "overhead_per_hop_p95_ms"),
+                 why="Every call now pays a mutual-TLS handshake in the proxies; at this rate the handshakes saturate "
+                 "the proxy workers and calls queue, so the cost per hop jumps from milliseconds to seconds."),
         Exercise("Push the mesh to 4,500 rps on two proxy workers. Where does the P95 overhead go?",
-                 {"rate_rps": 4500.0}, ("comparison", "latency_overhead_p95_ms")),
+                 {"rate_rps": 4500.0}, ("comparison", "latency_overhead_p95_ms"),
+                 why="More load raises the proxy workers' utilisation and adds queueing on top of the fixed sidecar "
+                 "cost; on two workers at 4,500 rps that wait is still small next to it."),
         Exercise("Switch PeerAuthentication to STRICT. What share of calls is encrypted, and what breaks?",
-                 {"peer_authentication": "STRICT"}, ("pattern", "mtls_coverage_pct")),
+                 {"peer_authentication": "STRICT"}, ("pattern", "mtls_coverage_pct"),
+                 why="STRICT refuses plaintext, so every call that still succeeds is encrypted; clients without a "
+                 "certificate now fail instead of quietly talking plaintext, as PERMISSIVE lets them."),
         Exercise("Make the outage last 20 s. How much extra load does back-off alone save?",
-                 {"outage_duration_s": 20.0}, ("comparison", "load_amplification_reduction_pct")),
+                 {"outage_duration_s": 20.0}, ("comparison", "load_amplification_reduction_pct"),
+                 why="Back-off spaces the retries out, but in a long outage every retry fails anyway, so each layer "
+                 "still sends (1 + retries) attempts per call; only a retry budget caps the amplification."),
     )
 
     # ------------------------------------------------------------------ the three experiments, cached as parts
