@@ -110,7 +110,7 @@ def run_org(req: Requests, own: np.ndarray, teams: int, developers: int, sync_in
             yield env.timeout(work)
 
     def feature(i):
-        yield env.timeout(req.arrival[i] - env.now)
+        yield env.timeout(req.arrival[i])  # every feature starts at time 0 and sleeps until it arrives
         home = int(req.home[i])
         parts = parts_of(own[i], req.work[i], home, teams, review_days)
         involved[i] = sum(t != home for t in parts)
@@ -121,13 +121,8 @@ def run_org(req: Requests, own: np.ndarray, teams: int, developers: int, sync_in
             yield env.all_of(others)
         lead[i] = env.now - req.arrival[i]
 
-    def source():
-        for i in range(n):
-            if req.arrival[i] > env.now:
-                yield env.timeout(req.arrival[i] - env.now)
-            env.process(feature(i))
-
-    env.process(source())
+    for i in range(n):
+        env.process(feature(i))
     env.run()
     return {"lead_days": lead, "coordination_days": coord, "teams_involved": involved}
 
