@@ -222,6 +222,26 @@ def cascade(importers: Mapping[str, set[str]], start: str, p: float, rng: np.ran
     return changed
 
 
+@contextlib.contextmanager
+def _quiet_rich(use_cases):
+    """import-linter shows a spinner and a live panel on rich's console (in a notebook: as cell output);
+    send both to a throw-away console for the duration."""
+    import io
+    import warnings
+
+    import rich.console
+
+    quiet = rich.console.Console(file=io.StringIO(), force_jupyter=False, force_terminal=False)
+    saved = (rich._console, use_cases.console)
+    rich._console, use_cases.console = quiet, quiet
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        rich._console, use_cases.console = saved
+
+
 @dataclass(frozen=True)
 class ContractReport:
     kept: int
@@ -236,7 +256,7 @@ def lint_contracts(root: Path, config: Path) -> ContractReport:
     from importlinter.application import use_cases
 
     configuration.configure()
-    with on_path(root):
+    with on_path(root), _quiet_rich(use_cases):
         options = use_cases.read_user_options(str(config))
         use_cases._register_built_in_contract_types()
         report = use_cases.create_report(options, cache_dir=None)
