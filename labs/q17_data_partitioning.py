@@ -28,7 +28,7 @@ from .contract import Arm, Exercise, Lab, Outcome, Param, Rule
 from .measure import Measurements
 
 REFERENCE = Path(__file__).resolve().parent.parent / "data" / "profiles" / "parquet_scan.json"
-CACHE = DiskCache("q17", code=[P.__file__])
+CACHE = DiskCache("q17", code=[__file__, P.__file__])
 TABLES = 5  # independent tables per run: the skew interval
 SAMPLE_PER_PARTITION = 60  # Spark: samplePointsPerPartitionHint 20, oversampled 3x when read from the input
 MAX_STEPS = 40_000  # rows × epochs / batch_per_worker: worker-steps simulated per arm
@@ -112,7 +112,8 @@ class DataPartitioningLab(Lab):
         if p.scan_profile == "reference":
             prof = json.loads(REFERENCE.read_text(encoding="utf-8"))
             return {**prof["grid"][str(p.columns_read)], "rows": prof["rows"], "provenance": prof["provenance"]}
-        key = {"columns_read": p.columns_read, "cpu": P.scan_provenance()["cpu"], "rows": P.SCAN_ROWS}
+        here = P.scan_provenance()
+        key = {"columns_read": p.columns_read, "cpu": here["cpu"], "pyarrow": here["pyarrow"], "rows": P.SCAN_ROWS}
         got = CACHE.get_json("live_scan", key)
         if got is None:
             prof = P.measure_scans(0, P.SCAN_ROWS, P.SCAN_FEATURES, (p.columns_read,), 5)
