@@ -69,7 +69,7 @@ class DataPartitioningLab(Lab):
         Param("growth_pct", 50.0, 0.0, 500.0, unit="%", help="traffic growth from the first day to the last"),
         Param("workers", 16, 1, 512, unit="workers", key=True, help="data-parallel workers"),
         Param("batch_per_worker", 512, 16, 65536, unit="rows", help="rows each worker computes per step"),
-        Param("epochs", 3, 2, 20, unit="epochs", help="epochs simulated (the efficiency interval)"),
+        Param("epochs", 5, 2, 20, unit="epochs", help="epochs simulated (the efficiency interval)"),
         Param("row_ms", 1.0, 0.01, 100.0, unit="ms", help="compute per row (forward and backward)"),
         Param("model_mb", 100.0, 0.1, 10_000.0, unit="MB", help="gradient bytes all-reduced per step"),
         Param("bandwidth_gbps", 25.0, 0.1, 400.0, unit="Gbit/s", help="link bandwidth per worker"),
