@@ -28,7 +28,7 @@ from .contract import Arm, Exercise, Lab, Outcome, Param, Rule
 from .measure import Measurements
 
 REFERENCE = Path(__file__).resolve().parent.parent / "data" / "profiles" / "parquet_scan.json"
-CACHE = DiskCache("q17", code=[P.__file__])
+CACHE = DiskCache("q17", code=[__file__, P.__file__])
 TABLES = 5  # independent tables per run: the skew interval
 SAMPLE_PER_PARTITION = 60  # Spark: samplePointsPerPartitionHint 20, oversampled 3x when read from the input
 MAX_STEPS = 40_000  # rows × epochs / batch_per_worker: worker-steps simulated per arm
@@ -69,7 +69,7 @@ class DataPartitioningLab(Lab):
         Param("growth_pct", 50.0, 0.0, 500.0, unit="%", help="traffic growth from the first day to the last"),
         Param("workers", 16, 1, 512, unit="workers", key=True, help="data-parallel workers"),
         Param("batch_per_worker", 512, 16, 65536, unit="rows", help="rows each worker computes per step"),
-        Param("epochs", 3, 2, 20, unit="epochs", help="epochs simulated (the efficiency interval)"),
+        Param("epochs", 5, 2, 20, unit="epochs", help="epochs simulated (the efficiency interval)"),
         Param("row_ms", 1.0, 0.01, 100.0, unit="ms", help="compute per row (forward and backward)"),
         Param("model_mb", 100.0, 0.1, 10_000.0, unit="MB", help="gradient bytes all-reduced per step"),
         Param("bandwidth_gbps", 25.0, 0.1, 400.0, unit="Gbit/s", help="link bandwidth per worker"),
@@ -120,7 +120,8 @@ class DataPartitioningLab(Lab):
         if p.scan_profile == "reference":
             prof = json.loads(REFERENCE.read_text(encoding="utf-8"))
             return {**prof["grid"][str(p.columns_read)], "rows": prof["rows"], "provenance": prof["provenance"]}
-        key = {"columns_read": p.columns_read, "cpu": P.scan_provenance()["cpu"], "rows": P.SCAN_ROWS}
+        here = P.scan_provenance()
+        key = {"columns_read": p.columns_read, "cpu": here["cpu"], "pyarrow": here["pyarrow"], "rows": P.SCAN_ROWS}
         got = CACHE.get_json("live_scan", key)
         if got is None:
             prof = P.measure_scans(0, P.SCAN_ROWS, P.SCAN_FEATURES, (p.columns_read,), 5)

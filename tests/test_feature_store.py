@@ -162,3 +162,26 @@ def test_the_experiment_with_identical_definitions_has_no_skew_and_the_leaky_joi
     r = out["right"]
     assert np.array_equal(r["separate"], r["store"]) and np.array_equal(r["store"], r["offline"])
     assert r["naive_offline"].mean() > r["offline"].mean()
+
+
+def test_the_point_in_time_join_agrees_with_duckdb_asof_join():
+    # an independent implementation of the same rule: DuckDB's ASOF LEFT JOIN (latest row with ts <= request ts)
+    duckdb = pytest.importorskip("duckdb")
+    log = F.generate_event_log(np.random.default_rng(5), 300, 35, 0.4)
+    snap = F.daily_snapshots(log, F.training_definitions())
+    rng = np.random.default_rng(6)
+    ent = pd.DataFrame({"user_id": rng.integers(0, 300, 2000), "event_timestamp": rng.uniform(0, 35 * 24, 2000)})
+    ent["event_timestamp"] = np.where(rng.random(2000) < 0.1, np.floor(ent["event_timestamp"] / 24) * 24,
+                                      ent["event_timestamp"])  # some requests exactly at a snapshot's time
+    ours = F.point_in_time_join(ent, snap, ttl_h=30.0)
+    con = duckdb.connect()
+    con.register("ent", ent.assign(row=np.arange(len(ent))))
+    con.register("snap", snap)
+    theirs = con.execute("""
+        SELECT e.row, CASE WHEN e.event_timestamp - s.event_timestamp <= 30 THEN s.purchases_7d END AS p7,
+               CASE WHEN e.event_timestamp - s.event_timestamp <= 30 THEN s.days_since_last_purchase END AS ds
+        FROM ent e ASOF LEFT JOIN snap s ON e.user_id = s.user_id AND e.event_timestamp >= s.event_timestamp
+        ORDER BY e.row""").df()
+    np.testing.assert_array_equal(ours["purchases_7d"].to_numpy(), theirs["p7"].to_numpy(dtype=float))
+    np.testing.assert_array_equal(ours["days_since_last_purchase"].to_numpy(), theirs["ds"].to_numpy(dtype=float))
+    assert ours["purchases_7d"].isna().any() and ours["purchases_7d"].notna().any()

@@ -120,9 +120,11 @@ def test_claim_regions(verdicts):
     assert cell[(0.0, 64)] == "holds" and cell[(0.8, 16)] == "holds" and cell[(0.8, 64)] == "fails"
     assert {cell[(1.2, n)] for n in (16, 64, 256)} == {"fails"}
     eff = verdicts["q17.efficiency"]
-    assert eff.verdict in ("conditional", "fails")
+    assert eff.verdict == "conditional"
     e = {(c["workers"], c["zipf_s"]): c for c in eff.grid}
-    assert e[(64, 0.8)]["verdict"] == "fails" and e[(4, 0.0)]["measured"] > e[(64, 0.0)]["measured"]
+    assert e[(16, 0.0)]["verdict"] == "holds" and e[(16, 0.8)]["verdict"] == "fails"  # hot users break it
+    assert {e[(n, 0.8)]["verdict"] for n in (8, 16, 64)} == {"fails"}
+    assert e[(4, 0.0)]["measured"] > e[(16, 0.0)]["measured"] > e[(64, 0.0)]["measured"]
     scan = verdicts["q17.scan_speedup"]
     assert scan.evidence == "measured"
     s = {c["columns_read"]: c["measured"] for c in scan.grid}
