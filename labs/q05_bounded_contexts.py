@@ -112,11 +112,17 @@ class BoundedContextsLab(Lab):
     )
     exercises = (
         Exercise("Teams meet daily instead of weekly. How much coordination is left to save?",
-                 {"sync_interval_days": 1.0}, ("comparison", "coordination_reduction_pct")),
+                 {"sync_interval_days": 1.0}, ("comparison", "coordination_reduction_pct"),
+                 why="Coordination is mostly waiting for the next sync; daily syncs shrink that wait in both designs, "
+                 "so there is less left for bounded contexts to save."),
         Exercise("Features scatter over the domains (cohesion 0.3). Do bounded contexts still speed delivery up?",
-                 {"cohesion": 0.3}, ("comparison", "delivery_speedup_x")),
+                 {"cohesion": 0.3}, ("comparison", "delivery_speedup_x"),
+                 why="When features scatter over the domains, most of them cross a context boundary anyway and wait "
+                 "for other teams as they do with the shared database, so the speed-up shrinks towards 1."),
         Exercise("Keep only one copied field per context. What does duplication cost now?",
-                 {"copied_fields": 1}, ("comparison", "storage_overhead_pct")),
+                 {"copied_fields": 1}, ("comparison", "storage_overhead_pct"),
+                 why="Each context keeps its own copy of the fields it reads from the others; with one copied field "
+                 "per context the duplicated bytes are a small share of the data."),
     )
 
     def part_storage(self, seed: int, p) -> dict:
