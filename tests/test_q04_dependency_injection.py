@@ -123,3 +123,10 @@ def test_random_settings_run_or_are_refused_cleanly(values):
     r = check_run(LAB, values)
     if r is not None:
         assert np.isfinite(r.metrics["pattern"]["mocked_tests_pct"])
+
+
+@pytest.mark.slow
+def test_live_profile_measures_this_machine():
+    r = run(profile="live")
+    assert r.metrics["pattern"]["swap_errors"] == 0  # warm-then-atomic, measured here
+    assert r.metrics["pattern"]["build_torch_ms"] > 0 and r.metrics["pattern"]["mocked_tests_pct"] == 80
