@@ -206,6 +206,8 @@ def _measured_swaps(m: Measurements, prof: dict, warm: bool) -> None:
         _positive_mean(m, arm, "measured_rollback_ms", np.array([1e3 * r["swap_s"][1] for r in runs]))
         per = [r["per_version"] for r in runs]
         m.value(arm, "measured_versions_served", float(np.mean([len(v) for v in per])))
+        for tag, key in (("torch", "measured_requests_new"), ("sklearn", "measured_requests_old")):
+            m.value(arm, key, float(sum(n for v in per for name, n in v.items() if name.endswith(tag))))
     for kind in injection.KINDS:
         x = np.asarray(prof["load_s"][kind]) * 1e3
         _positive_mean(m, "pattern", f"build_{kind}_ms", x)
