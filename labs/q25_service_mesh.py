@@ -17,7 +17,7 @@ import pandas as pd
 
 from sim import mesh, mtls
 from sim.components import poisson_arrivals
-from sim.metrics import order_statistic_interval, t_interval
+from sim.metrics import t_interval
 from sim.rng import Streams
 
 from .contract import Arm, Exercise, Lab, Outcome, Param, Rule
@@ -217,14 +217,9 @@ def _latency(m: Measurements, s: Streams, p, prof: dict) -> pd.DataFrame:
     for arm, key, name in (("pattern", "mtls_handshake_ms", "mtls_new"), ("baseline", "tcp_connect_ms", "tcp_new"),
                            ("pattern", "reused_call_ms", "mtls_reused")):
         x = np.asarray(samples[name])
-        m.value(arm, key, float(np.median(x)), _median_interval(x))
+        m.value(arm, key, float(np.median(x)), mtls.median_interval(x))
     m.ratio("comparison", "handshake_vs_tcp_x", ("pattern", "mtls_handshake_ms"), ("baseline", "tcp_connect_ms"))
     return pd.DataFrame(rows)
-
-
-def _median_interval(x) -> tuple[float, float]:
-    iv = order_statistic_interval(x, 50)
-    return iv.low, iv.high
 
 
 def _coverage(m: Measurements, cov: dict, p) -> None:

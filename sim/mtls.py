@@ -55,9 +55,9 @@ def cpu_model() -> str:
 
 
 def versions() -> dict:
-    import trustme
+    from importlib import metadata
 
-    return {"python": platform.python_version(), "openssl": ssl.OPENSSL_VERSION, "trustme": trustme.__version__}
+    return {"python": platform.python_version(), "openssl": ssl.OPENSSL_VERSION, "trustme": metadata.version("trustme")}
 
 
 @functools.lru_cache(maxsize=1)
@@ -235,6 +235,23 @@ def _echo_new(port: int, ctx: ssl.SSLContext | None) -> None:
     with _connect(port) as raw:
         stream = raw if ctx is None else ctx.wrap_socket(raw, server_hostname=HOST)
         _echo(stream)
+
+
+def median_interval(x, confidence: float = 0.95) -> tuple[float, float]:
+    """Distribution-free interval for the median of independent samples (the order statistics whose ranks
+    bracket it with the binomial's probability), as ``sim.metrics.order_statistic_interval(x, 50)``
+    computes it, without importing scipy.stats (seconds on a busy machine)."""
+    from scipy.special import bdtr
+
+    xs = np.sort(np.asarray(x, dtype=float))
+    n = xs.size
+    cdf = bdtr(np.arange(n + 1), n, 0.5)
+    alpha = (1 - confidence) / 2
+    lo = int(np.argmax(cdf >= alpha - 1e-12))
+    hi = int(np.argmax(cdf >= 1 - alpha - 1e-12)) + 1
+    if n < 20 or lo < 1 or hi > n:
+        return float("nan"), float("nan")
+    return float(xs[lo - 1]), float(xs[hi - 1])
 
 
 def summary(samples: dict[str, list[float]]) -> dict:

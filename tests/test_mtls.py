@@ -69,3 +69,12 @@ def test_both_shipped_clients_really_call(tmp_path):
         assert in_code.call_model(mtls.HOST, srv.port, ctx) == "mtls"
     with mtls.LoopbackServer("PERMISSIVE") as srv:
         assert with_mesh.call_model(mtls.HOST, srv.port, "00-" + "1" * 32 + "-" + "2" * 16 + "-01") == "plain"
+
+
+@pytest.mark.parametrize("n", [20, 41, 100, 333])
+def test_median_interval_matches_the_kit_order_statistics(n):
+    from sim.metrics import order_statistic_interval
+
+    x = np.random.default_rng(n).exponential(1.0, n)
+    iv = order_statistic_interval(x, 50)
+    assert mtls.median_interval(x) == (iv.low, iv.high)

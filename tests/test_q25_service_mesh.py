@@ -160,3 +160,10 @@ def test_random_settings_run_or_are_refused_cleanly(values):
     r = check_run(LAB, values)
     if r is not None:
         assert np.isfinite(r.metrics["comparison"]["latency_overhead_p95_ms"])
+
+
+def test_live_profile_runs_and_is_ordered_as_physics_says():
+    r = run(profile="live", hops=1, rate_rps=100.0, new_connection_pct=100.0)
+    assert r.metrics["pattern"]["mtls_handshake_ms"] > r.metrics["pattern"]["reused_call_ms"] > 0
+    assert r.metrics["pattern"]["mtls_handshake_ms"] > r.metrics["baseline"]["tcp_connect_ms"] > 0
+    assert np.isfinite(r.metrics["comparison"]["overhead_per_hop_p95_ms"])
