@@ -79,11 +79,17 @@ class DependencyInjectionLab(Lab):
     )
     exercises = (
         Exercise("A 5 GB model read at 200 MB/s: how long does a configuration swap take now?",
-                 {"model_size_mb": 5000.0}, ("pattern", "model_swap_time_s")),
+                 {"model_size_mb": 5000.0}, ("pattern", "model_swap_time_s"),
+                 why="A configuration swap loads the new model before it flips the reference: load time is size ÷ "
+                 "read throughput (5 GB ÷ 200 MB/s = 25 s), plus the wait for the next configuration poll."),
         Exercise("Serve 8 variants of a 500 MB model in 4 GB. What happens to swaps and rollbacks?",
-                 {"variants": 8}, ("pattern", "rollback_time_s")),
+                 {"variants": 8}, ("pattern", "rollback_time_s"),
+                 why="Eight warm 500 MB variants fill the 4 GB budget, so nothing new can load beside them: a swap "
+                 "must evict first, and rolling back to an evicted model pays its load time again."),
         Exercise("Give every one of 12 variants its smoke test. What share of the suite still runs on fakes?",
-                 {"variants": 12, "memory_budget_mb": 16384.0}, ("pattern", "mocked_tests_pct")),
+                 {"variants": 12, "memory_budget_mb": 16384.0}, ("pattern", "mocked_tests_pct"),
+                 why="Each variant brings a smoke test that loads the real model, while the tests on fakes stay as "
+                 "they are, so the share of the suite that runs on fakes falls as variants are added."),
     )
 
     def simulate(self, seed: int, p) -> Outcome:
