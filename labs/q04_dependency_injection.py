@@ -78,8 +78,8 @@ class DependencyInjectionLab(Lab):
               help="real measurements: the committed profile or this machine now (slow: about a minute)"),
     )
     exercises = (
-        Exercise("A 5 GB model read at 200 MB/s: how long does a configuration swap take now?",
-                 {"model_size_mb": 5000.0}, ("pattern", "model_swap_time_s"),
+        Exercise("A 5 GB model read at 200 MB/s, on replicas with 16 GB: how long does a configuration swap take now?",
+                 {"model_size_mb": 5000.0, "memory_budget_mb": 16384.0}, ("pattern", "model_swap_time_s"),
                  why="A configuration swap loads the new model before it flips the reference: load time is size ÷ "
                  "read throughput (5 GB ÷ 200 MB/s = 25 s), plus the wait for the next configuration poll."),
         Exercise("Serve 8 variants of a 500 MB model in 4 GB. What happens to swaps and rollbacks?",
