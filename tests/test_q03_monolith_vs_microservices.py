@@ -138,3 +138,10 @@ def test_random_settings_run_or_refuse(values):
         assert np.isfinite(r.metrics["comparison"]["hop_latency_ms"])
         assert r.metrics["baseline"]["blast_radius_pct"] >= r.metrics["pattern"]["blast_radius_pct"] - 1e-9 or \
             math.isnan(r.metrics["pattern"]["blast_radius_pct"])
+
+
+@pytest.mark.slow
+def test_live_profile_runs():
+    r = LAB.run(0, profile="live", **SMALL)
+    assert 0 < r.metrics["comparison"]["hop_latency_ms"] < 20  # a loopback hop plus 0.5 ms of RTT
+    assert "this machine" in r.notes[0]
