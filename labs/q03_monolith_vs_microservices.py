@@ -77,7 +77,7 @@ class MonolithVsMicroservicesLab(Lab):
         Param("scaling_ratio", 10.0, 1.0, 100.0, unit="x", key=True,
               help="how many times a light component's work the heavy (model) component does"),
         arrival_rate(100.0, 1.0, 2000.0, key=False),
-        request_budget(1200, 500, 50000),
+        request_budget(800, 400, 50000),
         Param("wait_target_ms", 5.0, 0.1, 1000.0, unit="ms", help="P95 queueing wait each component is sized for"),
         Param("sidecar_vcpu_per_krps", 0.20, 0.0, 2.0, unit="vCPU",
               help="sidecar CPU per 1,000 rps through one proxy (Istio 1.24: 0.20; assumed)"),

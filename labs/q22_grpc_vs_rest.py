@@ -72,7 +72,7 @@ class GrpcVsRestLab(Lab):
         Param("rest_encoding", "json", choices=ENCODERS,
               help="encoder of the baseline and keep-alive REST arms (protobuf = same encoder as gRPC)"),
         arrival_rate(200.0, 1.0, 5000.0, key=False),
-        request_budget(2000, 500, 100000),
+        request_budget(1500, 500, 100000),
         Param("callers", 64, 1, 1000, unit="callers", help="concurrent back-to-back callers in the throughput run"),
         Param("pool_size", 10, 1, 1000, unit="connections", help="keep-alive connections per caller process"),
         Param("max_concurrent_streams", 100, 1, 10000, unit="streams",

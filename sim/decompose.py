@@ -16,8 +16,8 @@ component takes down, by failure kind and deployment:
   up the call graph (the cascading failure of the Google SRE book, "Addressing Cascading
   Failures"), so every endpoint whose path meets a blocked component.
 
-**Cores.** ``cores_for_wait`` is the fewest servers of an M/M/c queue (``sim.analytic``,
-Erlang C) whose P95 wait is at most the target. ``core_plan`` sizes a path of components
+**Cores.** ``cores_for_wait`` is the fewest servers of an M/M/c queue (Erlang C, the closed form
+``sim.analytic`` validates) whose P95 wait is at most the target. ``core_plan`` sizes a path of components
 whose per-request CPU differs (one heavy component, ``ratio`` times the others): a modular
 monolith scaled uniformly (every replica keeps one worker share per component, so each share
 is as large as the busiest needs: ``partitioned``) or with one pool for all code (``shared``),
@@ -34,7 +34,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .analytic import mmc_wait_quantile
 
 FAILURE_KINDS = ("crash", "defect", "exhaustion")
 FAILING = ("average", "shared", "leaf")
@@ -123,16 +122,36 @@ def blast_radius(system: System, kind: str, deployment: str, failing: str = "ave
 
 
 # ------------------------------------------------------------------------------------------ cores
-def cores_for_wait(lam: float, service_s: float, wait_s: float, q: float = 0.95, most: int = 100_000) -> int:
-    """Fewest M/M/c servers (cores) with the q-quantile of the wait at most ``wait_s``."""
+def wait_quantile(lam: float, service_s: float, c: int, q: float = 0.95) -> float:
+    """q-quantile of the M/M/c wait, P(W > t) = C exp(-(c mu - lam) t), with Erlang B from the Poisson
+    pmf / cdf (B = pmf(c; a) / cdf(c; a)), so it costs the same for 5 servers or 500,000; inf if unstable."""
+    from scipy.special import gammaln, pdtr
+
+    a = lam * service_s
+    if c <= a:
+        return math.inf
+    b = math.exp(c * math.log(a) - a - gammaln(c + 1)) / pdtr(c, a)
+    p_wait = c * b / (c - a * (1 - b))
+    if q <= 1 - p_wait:
+        return 0.0
+    return math.log(p_wait / (1 - q)) / (c / service_s - lam)
+
+
+def cores_for_wait(lam: float, service_s: float, wait_s: float, q: float = 0.95) -> int:
+    """Fewest M/M/c servers (cores) with the q-quantile of the wait at most ``wait_s`` (the wait falls as
+    servers are added, so a doubling then a bisection finds it)."""
     if lam <= 0 or service_s <= 0:
         return 0
-    c = max(1, math.floor(lam * service_s) + 1)
-    while c <= most:
-        if mmc_wait_quantile(lam, 1.0 / service_s, c, q) <= wait_s:
-            return c
-        c += 1
-    raise ValueError("no core count up to the limit meets the wait target")
+    lo = max(1, math.floor(lam * service_s) + 1)
+    if wait_quantile(lam, service_s, lo, q) <= wait_s:
+        return lo
+    hi = lo * 2
+    while wait_quantile(lam, service_s, hi, q) > wait_s:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:  # wait(lo) > target >= wait(hi)
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if wait_quantile(lam, service_s, mid, q) <= wait_s else (mid, hi)
+    return hi
 
 
 @dataclass(frozen=True)

@@ -146,3 +146,10 @@ def test_live_profile_runs():
     r = LAB.run(0, profile="live", requests=600)
     assert r.metrics["pattern"]["p50_ms"] < r.metrics["baseline"]["p50_ms"]
     assert r.extras["profile_cpu"]
+
+
+def test_three_fold_throughput_needs_new_connections_or_a_starved_pool(regions):
+    grid = regions["q22.throughput_gain_3x"].grid
+    assert all(c["verdict"] == "holds" for c in grid if c["rest_connection"] == "per_request" and c["rtt_ms"] <= 20)
+    assert all(c["verdict"] != "holds" for c in grid if c["rest_connection"] == "keep_alive" and c["rtt_ms"] <= 1)
+    assert regions["q22.throughput_gain_3x"].control["vanishes"]
