@@ -106,13 +106,21 @@ class MonolithVsMicroservicesLab(Lab):
     )
     exercises = (
         Exercise("Put the services 20 ms apart. How much does each hop add now?", {"rtt_ms": 20.0},
-                 ("comparison", "hop_latency_ms")),
+                 ("comparison", "hop_latency_ms"),
+                 why="With a reused connection a hop costs one round trip plus the two stacks; 20 ms apart, the round "
+                 "trip dominates and each hop adds a little over 20 ms."),
         Exercise("Open a new TLS connection per call, 10 ms apart. Per hop?",
-                 {"reuse": "per_request", "rtt_ms": 10.0}, ("comparison", "hop_latency_ms")),
+                 {"reuse": "per_request", "rtt_ms": 10.0}, ("comparison", "hop_latency_ms"),
+                 why="A new TLS connection per call waits for TCP and the TLS 1.3 handshake before its own request: "
+                 "about three round trips plus the handshake CPU, roughly 3 × 10 ms + 2 ms per hop."),
         Exercise("A defect instead of a crash: what share of endpoints does the monolith lose?",
-                 {"failure_kind": "defect"}, ("baseline", "blast_radius_pct")),
+                 {"failure_kind": "defect"}, ("baseline", "blast_radius_pct"),
+                 why="A defect gives wrong answers only on the endpoints that run the faulty module, in a monolith as "
+                 "in services; only a crash or an exhausted pool takes down every endpoint of the process."),
         Exercise("Let monolith replicas share one pool for all code. When does splitting save cores now?",
-                 {"monolith_pooling": "shared"}, ("comparison", "core_saving_pct")),
+                 {"monolith_pooling": "shared"}, ("comparison", "core_saving_pct"),
+                 why="With one pool for all its code the monolith sizes for the total load rather than for each "
+                 "component's share, so it needs fewer cores than services, which also pay hop CPU and sidecars."),
     )
 
     # ------------------------------------------------------------------ hops
