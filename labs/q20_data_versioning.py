@@ -80,7 +80,7 @@ class DataVersioningLab(Lab):
         "Each version changes change_pct % of the first version's row count; the mix (mixed: 50% updates, 30% "
         "appends, 20% deletes) is assumed, not observed.",
         "An update re-measures a row (features + N(0, 0.05) noise) and a noisy labeller redraws its label "
-        "uniformly over the 3 classes.",
+        "uniformly over the 3 classes; change_kind = relabel instead applies a new policy folding class 1 into 2.",
         "Shards are id ranges, rows in id order, CSV with 3 decimals; nothing is compressed.",
         "Sizes are apparent file sizes (bytes written), not disk blocks; manifests and chunk indexes count.",
         "The holdout (1,500 rows from the same generator) never changes; every model is scored on it.",
@@ -97,7 +97,8 @@ class DataVersioningLab(Lab):
         Param("rows", 1500, 200, 20000, unit="rows", help="rows in the first version"),
         Param("change_pct", 0.5, 0.0, 20.0, unit="%", key=True,
               help="rows changed per version, as a share of the first version's rows"),
-        Param("change_kind", "mixed", choices=tuple(dv.CHANGE_MIX), help="what a change does: mixed, update or append"),
+        Param("change_kind", "mixed", choices=tuple(dv.CHANGE_MIX),
+              help="what a change does: mixed, update, append, or relabel (a systematic new labelling policy)"),
         Param("shards", 16, 1, 64, unit="files", help="CSV files the data set is split into (by id range)"),
         Param("avg_chunk_kib", 2.0, 0.0625, 64.0, unit="KiB", key=True,
               help="target average chunk size (min = avg/4, max = 8 x avg, as FastCDC)"),
@@ -217,7 +218,7 @@ class DataVersioningLab(Lab):
             grown = np.asarray(st["grown"][store], float)
             steps = np.diff(grown)
             iv = batch_means(steps) if len(steps) >= 40 else None
-            lo_hi = None if iv is None else ((grown[0] + len(steps) * iv.low) / raw, (grown[0] + len(steps) * iv.high) / raw)
+            lo_hi = None if iv is None else tuple((grown[0] + len(steps) * b) / raw for b in (iv.low, iv.high))
             m.value(arm, "storage_overhead_x", st["on_disk"][store] / raw, lo_hi)
             m.value(arm, "new_kib_per_version", float(steps.mean()) / 1024 if len(steps) else 0.0,
                     None if iv is None else (iv.low / 1024, iv.high / 1024))
@@ -228,7 +229,8 @@ class DataVersioningLab(Lab):
         m.share("pattern", "chunks_reused_pct", st["chunks_seen"] - st["chunks_written"], st["chunks_seen"],
                 missing="no file was chunked")
         rows = rt["rows"]
-        spread = {arm: 100 * np.array([abs(r[f"acc_{arm}"] - r["acc0"]) for r in rows]) for arm in ("baseline", "pattern")}
+        spread = {arm: 100 * np.array([abs(r[f"acc_{arm}"] - r["acc0"]) for r in rows])
+                  for arm in ("baseline", "pattern")}
         for arm in ("baseline", "pattern"):
             iv = _mean_interval(spread[arm])
             m.value(arm, "reproducibility_variance_pct", iv[0], iv[1:])
@@ -244,7 +246,8 @@ class DataVersioningLab(Lab):
         notes = [f"Latest version {raw / 1024:,.0f} KiB of CSV shards; "
                  f"{V} versions: copies {st['on_disk']['copies'] / 1e6:.1f} MB, DVC-style "
                  f"{st['on_disk']['file_dedup'] / 1e6:.1f} MB, chunks {st['on_disk']['chunk_dedup'] / 1e6:.1f} MB.",
-                 f"Lineage: {rt['events']['pattern']} OpenLineage events (pinned), {rt['events']['baseline']} (ad hoc); "
+                 f"Lineage: {rt['events']['pattern']} OpenLineage events (pinned), "
+                 f"{rt['events']['baseline']} (ad hoc); "
                  f"by hand in the baseline: {', '.join(BY_HAND_ORDER[:p.untracked_steps]) or 'nothing'}."]
         return Outcome(m, series={"storage": pd.concat(series, ignore_index=True), "reproductions": reps}, notes=notes)
 
