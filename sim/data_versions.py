@@ -2,7 +2,8 @@
 
 ``VersionedTable`` draws rows from scikit-learn's ``make_classification`` (seeded) and
 applies incremental changes per version: ``update`` (the row is re-measured, features
-plus small noise, and re-annotated by a noisy labeller, label drawn uniformly),
+plus small noise, and re-annotated by a noisy labeller, label drawn uniformly; with
+``change_kind="relabel"`` the re-annotation follows a new policy that folds class 1 into 2),
 ``append`` (new rows from the same generator, new ids) and ``delete``. Its snapshot
 is a folder of CSV shards by id range (``part-00000.csv`` ...), rows in id order, as
 a data set tracked by DVC as a directory would be. A fixed holdout drawn from the same
@@ -28,7 +29,8 @@ N_FEATURES = 16
 N_CLASSES = 3
 HOLDOUT_ROWS = 1500
 OPS = ("update", "append", "delete")
-CHANGE_MIX = {"mixed": (0.5, 0.3, 0.2), "update": (1.0, 0.0, 0.0), "append": (0.0, 1.0, 0.0)}
+CHANGE_MIX = {"mixed": (0.5, 0.3, 0.2), "update": (1.0, 0.0, 0.0), "append": (0.0, 1.0, 0.0),
+              "relabel": (1.0, 0.0, 0.0)}
 STEPS = ("ingest", "clean", "featurize", "split", "train", "evaluate")
 
 
@@ -52,6 +54,7 @@ class VersionedTable:
         self.rows0, self.shards = int(rows), int(shards)
         self.per_version = int(round(change_pct / 100.0 * rows))
         self.mix = np.array(CHANGE_MIX[change_kind])
+        self.systematic = change_kind == "relabel"
         pool = HOLDOUT_ROWS + self.rows0 + self.per_version * max(0, versions - 1) + 1
         X, y = make_classification(n_samples=pool, n_features=N_FEATURES, n_informative=6, n_redundant=2,
                                    n_classes=N_CLASSES, n_clusters_per_class=1, class_sep=1.0, flip_y=0.0,
@@ -85,7 +88,9 @@ class VersionedTable:
         upd, dele = picked[:counts["update"]], picked[counts["update"]:]
         for rid in map(int, upd):
             self.feat[rid] = self.feat[rid] + rng.normal(0.0, 0.05, N_FEATURES)
-            self.label[rid] = int(rng.integers(N_CLASSES))
+            drawn = int(rng.integers(N_CLASSES))
+            # relabel: a new labelling policy folds class 1 into class 2 (a systematic, not a random, error)
+            self.label[rid] = (2 if self.label[rid] == 1 else self.label[rid]) if self.systematic else drawn
             self.lines[rid] = _line(rid, self.feat[rid], self.label[rid])
         for rid in map(int, dele):
             del self.lines[rid], self.feat[rid], self.label[rid]

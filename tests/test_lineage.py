@@ -110,3 +110,15 @@ def test_mixed_changes_use_the_assumed_mix():
     total = sum(t.changes.values())
     shares = np.array([t.changes[o] for o in dv.OPS]) / total
     assert total == 50 * 100 and np.allclose(shares, dv.CHANGE_MIX["mixed"], atol=0.03)
+
+
+def test_a_relabelling_policy_only_ever_moves_class_1_to_class_2():
+    t = dv.VersionedTable(3, 600, 20, 5.0, "relabel", 4)
+    before = dict(t.label)
+    ones = [sum(v == 1 for v in t.label.values())]
+    for _ in range(10):
+        t.advance()
+        ones.append(sum(v == 1 for v in t.label.values()))
+    moved = {rid for rid in before if t.label[rid] != before[rid]}
+    assert moved and all(before[r] == 1 and t.label[r] == 2 for r in moved)
+    assert ones == sorted(ones, reverse=True) and ones[-1] < ones[0]

@@ -47,6 +47,12 @@ def test_fixed_blocks_lose_dedup_when_rows_shift():
     assert cdc < 0.7 * fixed
 
 
+def test_a_systematic_relabelling_moves_latest_further_than_random_noise():
+    noise = run(change_pct=2.0, change_kind="update").metrics["baseline"]["reproducibility_variance_pct"]
+    policy = run(change_pct=2.0, change_kind="relabel").metrics["baseline"]["reproducibility_variance_pct"]
+    assert policy > noise
+
+
 def test_pinned_retrain_is_exact_and_mutable_latest_is_not():
     m = run(change_pct=5.0).metrics
     assert m["pattern"]["reproducibility_variance_pct"] == 0.0 and m["pattern"]["same_data_pct"] == 100.0
@@ -86,9 +92,12 @@ def test_claim_regions(verdicts):
     assert cells[("logreg", "pinned")] == cells[("logreg", "fresh")] == cells[("sgd", "pinned")] == "holds"
     assert cells[("sgd", "fresh")] == "fails"  # pinned data, unpinned seed: the optimiser's shuffle moves accuracy
     mutable = verdicts["q20.variance_mutable"]
-    assert mutable.verdict == "fails"  # label noise from re-annotation moves a linear model by 0.3-2.3 points
-    assert max(c["measured"] for c in mutable.grid) < 5
-    assert min(c["measured"] for c in mutable.grid) > 0.1
+    assert mutable.verdict == "conditional"
+    assert mutable.region == "holds only when versions_elapsed = 80 and change_kind = relabel"
+    noisy = [c["measured"] for c in mutable.grid if c["change_kind"] == "mixed"]
+    assert 0.1 < min(noisy) and max(noisy) < 1  # random re-annotation barely moves a linear model
+    policy = [c["measured"] for c in mutable.grid if c["change_kind"] == "relabel"]
+    assert policy == sorted(policy)  # a systematic relabelling drifts further the longer "latest" moves
     dedup = verdicts["q20.storage_dedup"]
     assert dedup.verdict == "conditional"
     grid = {(c["change_pct"], c["avg_chunk_kib"]): c for c in dedup.grid}
