@@ -83,11 +83,18 @@ class ModularPipelineLab(Lab):
     exercises = (
         Exercise("Leave only one ad hoc cause: a 'latest' input that changed before 30% of rebuilds. "
                  "How often does an ad hoc rebuild reproduce the model?",
-                 {"causes": "latest_input"}, ("baseline", "reproducibility_pct")),
+                 {"causes": "latest_input"}, ("baseline", "reproducibility_pct"),
+                 why="With only the mutable input left, a rebuild reproduces the model exactly when that input has "
+                 "not changed since the last build; the other causes (unseeded training, set-ordered columns) "
+                 "would make every rebuild differ."),
         Exercise("Make every change a data change. What is the modular pipeline's lead time now?",
-                 {"change_type": "data"}, ("pattern", "deployment_time_min")),
+                 {"change_type": "data"}, ("pattern", "deployment_time_min"),
+                 why="A data change alters the first step's input hash, so every step after it reruns: the pipeline's "
+                 "lead time becomes a full rebuild, its worst case."),
         Exercise("Remove the hand-offs (handoff_h = 0). How long does the ad hoc team take now?",
-                 {"handoff_h": 0.0}, ("baseline", "deployment_time_min")),
+                 {"handoff_h": 0.0}, ("baseline", "deployment_time_min"),
+                 why="Nearly all of the script's lead time is people waiting to pick up the next step; with no "
+                 "hand-offs what is left is the steps' own work, still rerun in full for every change."),
     )
 
     def prepare(self, seed: int = 0) -> None:
