@@ -19,6 +19,7 @@ import pandas as pd
 import streamlit as st
 
 from faces import explorer as ex
+from faces import room_pages, runs
 from faces.drill import drill_page
 from faces.progress import home_marks, record_prediction
 from labs.catalog import Question, load_catalog
@@ -39,13 +40,13 @@ CHECKED = "_archlab_checked"  # (lab id, setting, seed) where the learner asked 
 # process can serve a workshop room.
 @st.cache_data(max_entries=128, ttl=CACHE_TTL_S, show_spinner=False)
 def run_lab(lab_id: str, setting: tuple, seed: int):
-    return get_lab(lab_id).run(seed, **dict(setting))
+    return runs.run(lab_id, setting, seed)  # the disk cache `archlab warm` fills, then one queued run
 
 
 @st.cache_data(max_entries=64, ttl=CACHE_TTL_S, show_spinner=False)
 def lab_plots(lab_id: str, setting: tuple, seed: int) -> list[tuple[str, object]]:
     """The lab's plots as Vega-Lite specs (drawn by the browser) or PNG bytes, so a cached view redraws nothing."""
-    return [ex.plot_payload(p) for p in get_lab(lab_id).plots(run_lab(lab_id, setting, seed))]
+    return runs.plots(lab_id, setting, seed, lambda: run_lab(lab_id, setting, seed))
 
 
 @st.cache_resource(max_entries=8, ttl=CACHE_TTL_S, show_spinner=False)
@@ -375,12 +376,13 @@ def render_lab(q: Question):
     if not st.session_state.get(f"revealed_{lab_id}"):
         with predict_slot:
             predict_box(lab_id, watch, metric_name(q, watch[1]), ex.metric_unit(q, watch[1]), setting, seed)
+    if not st.session_state.get(f"revealed_{lab_id}") or room_pages.hold(lab_id, setting, predict_slot):
         st.subheader("What the question claims")
         targets_table(q)
         return
 
     try:
-        with st.spinner("Simulating…"):
+        with st.spinner(runs.queue_text("Simulating…")):
             result = run_lab(lab_id, setting, seed)
     except ParamError as e:
         st.warning(f"These settings do not make a valid run: {e}", icon=":material/warning:")
@@ -500,6 +502,7 @@ def predict_box(lab_id: str, watch: tuple, name: str, unit: str, setting: tuple,
     guess_key = f"predict_{lab_id}"
 
     def reveal():
+        room_pages.on_predict(lab_id, watch, setting, st.session_state.get(guess_key))  # a room member's goes to the room
         st.session_state[f"revealed_{lab_id}"] = True
         st.session_state[f"revealed_at_{lab_id}"] = (setting, seed)
         st.session_state[f"prediction_{lab_id}"] = {"value": st.session_state.get(guess_key), "watch": watch,
@@ -546,6 +549,11 @@ def prediction_feedback(lab_id: str, q: Question, result, setting: tuple, seed: 
         st.button("Predict again", key=f"again_{lab_id}", on_click=again)
 
 
+def room_page():
+    """/room: open or join a workshop room (faces/room_pages.py), reading runs through this app's caches."""
+    room_pages.room_page(run_lab)
+
+
 # --------------------------------------------------------------------------- navigation
 def main(start: str | None = None):
     """Build the navigation and run the chosen page; ``start`` opens a page by url path (tests)."""
@@ -561,7 +569,9 @@ def main(start: str | None = None):
         PAGES[q.id] = question_page(q, q.id in built, default=start == q.id)
     PAGES["drill"] = st.Page(drill_page, title="Interview drill", url_path="drill", icon=":material/timer:",
                              default=start == "drill")
-    sections = {"ArchLab": [PAGES["home"], PAGES["claims"], PAGES["drill"]]}
+    PAGES["room"] = st.Page(room_page, title="Workshop room", url_path="room",
+                            icon=":material/groups:", default=start == "room")
+    sections = {"ArchLab": [PAGES["home"], PAGES["claims"], PAGES["drill"], PAGES["room"]]}
     for topic, questions in cat.by_topic().items():
         sections[topic.name] = [PAGES[q.id] for q in questions]
     page = st.navigation(sections)
