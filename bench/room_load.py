@@ -55,6 +55,7 @@ class Session:
         self.page_hash = ""
         self.widgets: dict[str, str] = {}  # label -> widget id
         self.metrics: list[str] = []
+        self.fragment = ""
 
     async def connect(self):
         from websockets.asyncio.client import connect
@@ -81,7 +82,9 @@ class Session:
             fm = ForwardMsg()
             fm.ParseFromString(await self.ws.recv())
             kind = fm.WhichOneof("type")
-            if kind == "navigation":  # the page this session is on, as the browser would name it next time
+            if kind == "auto_rerun":
+                self.fragment = fm.auto_rerun.fragment_id
+            elif kind == "navigation":  # the page this session is on, as the browser would name it next time
                 self.page_hash = fm.navigation.page_script_hash or self.page_hash
             elif kind == "delta" and fm.delta.WhichOneof("type") == "new_element":
                 el = fm.delta.new_element
@@ -89,7 +92,7 @@ class Session:
                 body = getattr(el, et) if et else None
                 if et == "metric":
                     self.metrics.append(body.body)
-                elif body is not None and hasattr(body, "id") and hasattr(body, "label"):
+                elif body is not None and hasattr(body, "id") and hasattr(body, "label") and body.id:
                     self.widgets[body.label] = body.id
             elif kind == "script_finished":
                 status = ForwardMsg.ScriptFinishedStatus.Name(fm.script_finished)
@@ -99,11 +102,61 @@ class Session:
                     return time.perf_counter() - t0
                 raise RuntimeError(f"script finished with {status}")
 
-    async def click(self, label: str) -> float:
+    async def click(self, label: str, **values) -> float:
+        """Press the button ``label``, sending ``values`` ({label: value}) for other widgets (a form)."""
         from streamlit.proto.WidgetStates_pb2 import WidgetState
 
-        ws = WidgetState(id=self.widgets[label], trigger_value=True)
-        return await self.rerun([ws])
+        states = [WidgetState(id=self.widgets[label], trigger_value=True)]
+        for name, v in values.items():
+            w = WidgetState(id=self.widgets[name])
+            if isinstance(v, str):
+                w.string_value = v
+            else:
+                w.double_value = float(v)
+            states.append(w)
+        return await self.rerun(states)
+
+    async def poll_until_metric(self, every_s: float, deadline_s: float) -> float:
+        self.metrics = []
+        """Rerun the page's live fragment every ``every_s`` (as the browser's timer does) until a headline shows."""
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < deadline_s:
+            await asyncio.sleep(every_s)
+            await self.rerun_fragment()
+            if self.metrics:
+                return self.metric_at - t0
+        raise asyncio.TimeoutError
+
+    async def rerun_fragment(self):
+        """One tick of the live fragment's timer; when the fragment asks for a whole-page rerun, wait for it too."""
+        from streamlit.proto.BackMsg_pb2 import BackMsg
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+        msg = BackMsg()
+        cs = msg.rerun_script
+        cs.query_string, cs.page_script_hash, cs.page_name = self.query, self.page_hash, self.page
+        cs.fragment_id, cs.is_auto_rerun = self.fragment, True
+        await self.ws.send(msg.SerializeToString())
+        finished = False
+        while True:
+            try:
+                raw = await (asyncio.wait_for(self.ws.recv(), 0.5) if finished else self.ws.recv())
+            except asyncio.TimeoutError:
+                return  # nothing more after the fragment's run: no whole-page rerun followed
+            fm = ForwardMsg()
+            fm.ParseFromString(raw)
+            kind = fm.WhichOneof("type")
+            if kind == "delta" and fm.delta.WhichOneof("type") == "new_element":
+                if fm.delta.new_element.WhichOneof("type") == "metric":
+                    self.metrics.append(fm.delta.new_element.metric.body)
+                    self.metric_at = time.perf_counter()
+            elif kind == "auto_rerun":
+                self.fragment = fm.auto_rerun.fragment_id or self.fragment
+            elif kind == "script_finished":
+                status = ForwardMsg.ScriptFinishedStatus.Name(fm.script_finished)
+                if status == "FINISHED_SUCCESSFULLY":
+                    return
+                finished = status != "FINISHED_EARLY_FOR_RERUN"
 
     async def close(self):
         if self.ws is not None:
@@ -124,6 +177,37 @@ async def room_round(url: str, page: str, queries: list[str], timeout: float) ->
     finally:
         await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
     return {"loads": loads, "waits": waits, "answered": answered, "headlines": [s.metrics[:1] for s in sessions]}
+
+
+async def workshop_room(url: str, lab_id: str, n: int, timeout: float) -> dict:
+    """N participants join one room by its link, send their predictions at once, then the instructor reveals."""
+    from faces.room import RoomStore
+
+    store = RoomStore()
+    room, secret = store.create(lab_id)
+    sessions = [Session(url, "room", f"room={room.code}") for _ in range(n)]
+
+    async def join(k, s):
+        await s.connect()
+        await s.rerun()
+        await s.click("Join", **{"Your name (only the instructor sees it)": f"p{k}"})
+        return s
+
+    try:
+        await asyncio.wait_for(asyncio.gather(*(join(k, s) for k, s in enumerate(sessions))), timeout)
+        label = next(w for w in sessions[0].widgets if w.startswith(room.arm + " · "))
+        sends = await asyncio.wait_for(asyncio.gather(
+            *(s.click("Send to the room", **{label: 100.0 * (k + 1)}) for k, s in enumerate(sessions))), timeout)
+        got = store.summary(room.code, secret)["predictions"]
+        store.reveal(room.code, secret)
+        reveals = await asyncio.wait_for(asyncio.gather(
+            *(s.poll_until_metric(POLL_S, timeout) for s in sessions)), timeout)
+    finally:
+        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+    return {"waits": sends, "reveals": reveals, "stored": len(got), "answered": n}
+
+
+POLL_S = 2.0
 
 
 def pct(xs, q):
@@ -165,7 +249,7 @@ def main(argv=None) -> int:
     ap.add_argument("--participants", default="10,20,30", help="room sizes to try, e.g. 10,20,30")
     ap.add_argument("--lab", default="q08")
     ap.add_argument("--knob", default="client_timeout_s", help="the parameter each 'new' participant sets")
-    ap.add_argument("--scenarios", default="cached,new")
+    ap.add_argument("--scenarios", default="room,cached,new", help="room, cached and/or new")
     ap.add_argument("--url", help="a running explorer (default: start one on a free loopback port)")
     ap.add_argument("--timeout", type=float, default=240.0, help="seconds per phase before giving up")
     args = ap.parse_args(argv)
@@ -179,6 +263,7 @@ def main(argv=None) -> int:
     if not url:
         tmp = tempfile.mkdtemp(prefix="archlab-load-")
         env = {**os.environ, "ARCHLAB_CACHE": f"{tmp}/cache", "ARCHLAB_DATA": f"{tmp}/data", "PYTHONPATH": str(ROOT)}
+        os.environ["ARCHLAB_DATA"] = env["ARCHLAB_DATA"]  # the rooms file this script and the server share
         port = _free_port()
         proc = start_server(port, env)
         url = f"http://127.0.0.1:{port}"
@@ -189,6 +274,25 @@ def main(argv=None) -> int:
         rng = random.Random(time.time_ns())
         for scenario in args.scenarios.split(","):
             for n in sizes:
+                if scenario == "room":
+                    t0 = time.perf_counter()
+                    try:
+                        out = asyncio.run(workshop_room(url, lab.id, n, args.timeout))
+                    except asyncio.TimeoutError:
+                        print(f"room   n={n:3d}: not finished within {args.timeout:.0f} s")
+                        continue
+                    w, r = out["waits"], out["reveals"]
+                    row = {"scenario": "room", "n": n, "median_s": statistics.median(w), "p95_s": pct(w, 95),
+                           "max_s": max(w), "within_1s": sum(x <= BUDGET_S for x in w), "stored": out["stored"],
+                           "reveal_median_s": statistics.median(r), "reveal_p95_s": pct(r, 95),
+                           "rss_mb": rss_mb(proc.pid) if proc else float("nan"), "loadavg": os.getloadavg()[0]}
+                    rows.append(row)
+                    print(f"room   n={n:3d}: send prediction median {row['median_s']:.2f} s, P95 {row['p95_s']:.2f} s, "
+                          f"max {row['max_s']:.2f} s; {row['within_1s']}/{n} within 1 s; stored {row['stored']}/{n}; "
+                          f"reveal->headline (polled every {POLL_S:g} s) median {row['reveal_median_s']:.2f} s, "
+                          f"P95 {row['reveal_p95_s']:.2f} s; server RSS {row['rss_mb']:.0f} MB; load {row['loadavg']:.1f}",
+                          flush=True)
+                    continue
                 if scenario == "cached":
                     queries = [""] * n
                 else:  # a setting of its own per participant, not run before (fresh seed per round)

@@ -112,8 +112,17 @@ def base_url() -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+_STORES: dict[str, RoomStore] = {}
+
+
 def store() -> RoomStore:
-    return RoomStore()
+    """The rooms file of this process's data folder (opened, and its schema checked, once per process)."""
+    from faces.progress import data_dir
+
+    key = str(data_dir())
+    if key not in _STORES:
+        _STORES[key] = RoomStore()
+    return _STORES[key]
 
 
 # --------------------------------------------------------------------------- the /room page
