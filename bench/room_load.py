@@ -61,7 +61,8 @@ class Session:
         from websockets.asyncio.client import connect
 
         ws_url = self.url.replace("http://", "ws://") + "/_stcore/stream"
-        self.ws = await connect(ws_url, subprotocols=["streamlit"], max_size=None, open_timeout=60)
+        self.ws = await connect(ws_url, subprotocols=["streamlit"], max_size=None, open_timeout=60,
+                                ping_interval=None)
 
     async def rerun(self, widget_states=None) -> float:
         """Send a rerun (page load or widget event); wait for the run to finish; the seconds it took."""
@@ -92,6 +93,7 @@ class Session:
                 body = getattr(el, et) if et else None
                 if et == "metric":
                     self.metrics.append(body.body)
+                    self.metric_at = time.perf_counter() - t0
                 elif body is not None and hasattr(body, "id") and hasattr(body, "label") and body.id:
                     self.widgets[body.label] = body.id
             elif kind == "script_finished":
@@ -172,11 +174,15 @@ async def room_round(url: str, page: str, queries: list[str], timeout: float) ->
 
     try:
         loads = await asyncio.wait_for(asyncio.gather(*(load(s) for s in sessions)), timeout)
+        c0 = cpu_s(SERVER_PID)
         waits = await asyncio.wait_for(asyncio.gather(*(s.click("Skip prediction") for s in sessions)), timeout)
+        cpu_ms = 1000 * (cpu_s(SERVER_PID) - c0) / len(sessions)
+        firsts = [s.metric_at for s in sessions if s.metrics]
         answered = sum(bool(s.metrics) for s in sessions)
     finally:
         await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
-    return {"loads": loads, "waits": waits, "answered": answered, "headlines": [s.metrics[:1] for s in sessions]}
+    return {"loads": loads, "waits": waits, "answered": answered, "headlines": [s.metrics[:1] for s in sessions],
+            "cpu_ms": cpu_ms, "headline_at": firsts}
 
 
 async def workshop_room(url: str, lab_id: str, n: int, timeout: float) -> dict:
@@ -196,18 +202,23 @@ async def workshop_room(url: str, lab_id: str, n: int, timeout: float) -> dict:
     try:
         await asyncio.wait_for(asyncio.gather(*(join(k, s) for k, s in enumerate(sessions))), timeout)
         label = next(w for w in sessions[0].widgets if w.startswith(room.arm + " · "))
+        c0 = cpu_s(SERVER_PID)
         sends = await asyncio.wait_for(asyncio.gather(
             *(s.click("Send to the room", **{label: 100.0 * (k + 1)}) for k, s in enumerate(sessions))), timeout)
+        c1 = cpu_s(SERVER_PID)
         got = store.summary(room.code, secret)["predictions"]
         store.reveal(room.code, secret)
         reveals = await asyncio.wait_for(asyncio.gather(
             *(s.poll_until_metric(POLL_S, timeout) for s in sessions)), timeout)
+        c2 = cpu_s(SERVER_PID)
     finally:
         await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
-    return {"waits": sends, "reveals": reveals, "stored": len(got), "answered": n}
+    return {"waits": sends, "reveals": reveals, "stored": len(got), "answered": n,
+            "cpu_send_ms": 1000 * (c1 - c0) / n, "cpu_reveal_ms": 1000 * (c2 - c1) / n}
 
 
 POLL_S = 2.0
+SERVER_PID = None
 
 
 def pct(xs, q):
@@ -216,6 +227,19 @@ def pct(xs, q):
         return float("nan")
     k = max(0, min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1)))))
     return xs[k]
+
+
+def cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system) the server process has used so far."""
+    if pid is None:
+        return float("nan")
+    try:
+        import psutil
+
+        t = psutil.Process(pid).cpu_times()
+        return t.user + t.system
+    except Exception:
+        return float("nan")
 
 
 def rss_mb(pid: int) -> float:
@@ -266,6 +290,8 @@ def main(argv=None) -> int:
         os.environ["ARCHLAB_DATA"] = env["ARCHLAB_DATA"]  # the rooms file this script and the server share
         port = _free_port()
         proc = start_server(port, env)
+        global SERVER_PID
+        SERVER_PID = proc.pid
         url = f"http://127.0.0.1:{port}"
     print(f"explorer {url}; lab {lab.id}; load average {os.getloadavg()} (1, 5, 15 min) on {os.cpu_count()} cores")
     rows = []
@@ -290,7 +316,8 @@ def main(argv=None) -> int:
                     print(f"room   n={n:3d}: send prediction median {row['median_s']:.2f} s, P95 {row['p95_s']:.2f} s, "
                           f"max {row['max_s']:.2f} s; {row['within_1s']}/{n} within 1 s; stored {row['stored']}/{n}; "
                           f"reveal->headline (polled every {POLL_S:g} s) median {row['reveal_median_s']:.2f} s, "
-                          f"P95 {row['reveal_p95_s']:.2f} s; server RSS {row['rss_mb']:.0f} MB; load {row['loadavg']:.1f}",
+                          f"P95 {row['reveal_p95_s']:.2f} s; server CPU per send {out['cpu_send_ms']:.0f} ms, per reveal "
+                          f"{out['cpu_reveal_ms']:.0f} ms; server RSS {row['rss_mb']:.0f} MB; load {row['loadavg']:.1f}",
                           flush=True)
                     continue
                 if scenario == "cached":
@@ -314,7 +341,8 @@ def main(argv=None) -> int:
                 rows.append(row)
                 print(f"{scenario:6s} n={n:3d}: wait median {row['median_s']:.2f} s, P95 {row['p95_s']:.2f} s, "
                       f"max {row['max_s']:.2f} s; {row['within_1s']}/{n} within 1 s; headline shown {row['answered']}/{n}; "
-                      f"page load median {row['load_median_s']:.2f} s; server RSS {row['rss_mb']:.0f} MB; "
+                      f"headline drawn after median {statistics.median(out['headline_at']):.2f} s, P95 "
+                      f"{pct(out['headline_at'], 95):.2f} s; server CPU per answer {out['cpu_ms']:.0f} ms; server RSS {row['rss_mb']:.0f} MB; "
                       f"load {row['loadavg']:.1f}", flush=True)
     finally:
         if proc is not None:
