@@ -252,10 +252,15 @@ def rss_mb(pid: int) -> float:
         return float("nan")
 
 
-def start_server(port: int, env: dict) -> subprocess.Popen:
+#: The workshop server's options (README, "Workshops"): no source-file watcher walking every loaded module and
+#: no forced full garbage collection after each script run; together they were most of a room page's CPU.
+WORKSHOP_OPTIONS = ["--server.fileWatcherType", "none", "--runner.postScriptGC", "false"]
+
+
+def start_server(port: int, env: dict, options=()) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
                              "--server.port", str(port), "--server.address", "127.0.0.1",
-                             "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env,
+                             "--browser.gatherUsageStats", "false", *options], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -276,6 +281,8 @@ def main(argv=None) -> int:
     ap.add_argument("--scenarios", default="room,cached,new", help="room, cached and/or new")
     ap.add_argument("--url", help="a running explorer (default: start one on a free loopback port)")
     ap.add_argument("--timeout", type=float, default=240.0, help="seconds per phase before giving up")
+    ap.add_argument("--plain", action="store_true",
+                    help="start the explorer with Streamlit's default options instead of the workshop ones")
     args = ap.parse_args(argv)
     sizes = [int(x) for x in args.participants.split(",")]
     from labs.registry import get_lab
@@ -289,11 +296,12 @@ def main(argv=None) -> int:
         env = {**os.environ, "ARCHLAB_CACHE": f"{tmp}/cache", "ARCHLAB_DATA": f"{tmp}/data", "PYTHONPATH": str(ROOT)}
         os.environ["ARCHLAB_DATA"] = env["ARCHLAB_DATA"]  # the rooms file this script and the server share
         port = _free_port()
-        proc = start_server(port, env)
+        proc = start_server(port, env, () if args.plain else WORKSHOP_OPTIONS)
         global SERVER_PID
         SERVER_PID = proc.pid
         url = f"http://127.0.0.1:{port}"
-    print(f"explorer {url}; lab {lab.id}; load average {os.getloadavg()} (1, 5, 15 min) on {os.cpu_count()} cores")
+    print(f"explorer {url} ({'default options' if args.plain or args.url else ' '.join(WORKSHOP_OPTIONS)}); "
+          f"lab {lab.id}; load average {os.getloadavg()} (1, 5, 15 min) on {os.cpu_count()} cores")
     rows = []
     try:
         asyncio.run(room_round(url, lab.id, [""], args.timeout))  # warm: imports, the default run, its plots

@@ -305,3 +305,27 @@ def test_cli_handout_and_warm(tmp_path):
     assert runs._load("q11", "explorer-run", runs._key("q11", key, 0)).metrics == lab.run(0).metrics
     r = cli("warm", "q99")
     assert r.returncode == 2 and r.stdout == ""
+
+
+def test_a_room_member_predicting_on_the_lab_page_sends_it_to_the_room_and_waits_for_the_reveal():
+    store = RoomStore()
+    room, secret = store.create("q08")
+    pid = store.join(room.code, "Dee")
+    at = AppTest.from_string(f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nimport app\napp.main(start='q08')\n",
+                             default_timeout=90)
+    at.session_state[room_pages.MEMBER] = {"code": room.code, "pid": pid, "name": "Dee"}
+    at.run()
+    at.number_input(key="predict_q08").set_value(4321.0)
+    at.button(key="reveal_q08").click().run()
+    assert not at.exception
+    assert store.mine(room.code, pid)["prediction"] == 4321.0
+    assert not at.metric and any(f"room {room.code}" in i.value for i in at.info)  # held until the reveal
+    store.reveal(room.code, secret)
+    at.run()
+    assert [m.label for m in at.metric][:1] == ["Headline · pattern · p99_ms"]
+    other = AppTest.from_string(f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nimport app\napp.main(start='q11')\n",
+                                default_timeout=90)
+    other.session_state[room_pages.MEMBER] = {"code": room.code, "pid": pid, "name": "Dee"}
+    other.run()
+    other.button(key="skip_q11").click().run()
+    assert other.metric  # another lab's page is not held by a room on q08
