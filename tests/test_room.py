@@ -315,7 +315,7 @@ def test_a_room_member_predicting_on_the_lab_page_sends_it_to_the_room_and_waits
                              default_timeout=90)
     at.session_state[room_pages.MEMBER] = {"code": room.code, "pid": pid, "name": "Dee"}
     at.run()
-    at.number_input(key="predict_q08").set_value(4321.0)
+    at.number_input(key="predict_q08").set_value(4321.0).run()
     at.button(key="reveal_q08").click().run()
     assert not at.exception
     assert store.mine(room.code, pid)["prediction"] == 4321.0
