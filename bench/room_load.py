@@ -7,17 +7,22 @@ Each simulated participant is one Streamlit session speaking the browser's own p
 defaults, or at a setting of its own), waits for the page to finish, then all participants press
 "Skip prediction" at the same moment and each one times its press until the server reports the run
 finished (``script_finished``) with the headline drawn. That is the time a participant waits for an
-answer; the browser's own drawing is not included. Two scenarios:
+answer; the browser's own drawing is not included. Three scenarios:
 
+* ``room``: N participants join one workshop room by its link (``/room?room=CODE``), send their
+  predictions at the same moment (time until each page is back: the room's interactive budget),
+  then the instructor reveals and each participant's live fragment polls every 2 s, as the
+  browser's timer would, until the headline is drawn (time from the reveal, poll included);
 * ``cached``: everyone at a setting the server has already run (the defaults, warmed first), the
   case of a room moving through its exercises after ``archlab warm``;
 * ``new``: everyone at a different setting no one has run yet (``client_timeout_s`` spread over its
   range, with a fresh seed), the worst case of a room exploring on its own.
 
-Without ``--url`` it starts ``streamlit run app.py`` on a free loopback port with a fresh cache and
-data folder (removed afterwards). Everything is bounded (``--timeout`` per phase). Prints, per
+Without ``--url`` it starts ``streamlit run app.py`` with the workshop options (``WORKSHOP_OPTIONS``;
+``--plain`` for Streamlit's defaults) on a free loopback port with a fresh cache and data folder
+(removed afterwards); with ``--url``, set ``ARCHLAB_DATA`` to the server's, so both share ``rooms.db``. Everything is bounded (``--timeout`` per phase). Prints, per
 scenario and room size, the median, P95 and maximum wait, how many were answered within the 1 s
-budget, and the server's resident memory; and the machine's load average, since it is shared.
+budget, the server's CPU time per action and its resident memory; and the machine's load average, since it is shared.
 """
 from __future__ import annotations
 
@@ -348,10 +353,11 @@ def main(argv=None) -> int:
                        "rss_mb": rss_mb(proc.pid) if proc else float("nan"), "loadavg": os.getloadavg()[0]}
                 rows.append(row)
                 print(f"{scenario:6s} n={n:3d}: wait median {row['median_s']:.2f} s, P95 {row['p95_s']:.2f} s, "
-                      f"max {row['max_s']:.2f} s; {row['within_1s']}/{n} within 1 s; headline shown {row['answered']}/{n}; "
-                      f"headline drawn after median {statistics.median(out['headline_at']):.2f} s, P95 "
-                      f"{pct(out['headline_at'], 95):.2f} s; server CPU per answer {out['cpu_ms']:.0f} ms; server RSS {row['rss_mb']:.0f} MB; "
-                      f"load {row['loadavg']:.1f}", flush=True)
+                      f"max {row['max_s']:.2f} s; {row['within_1s']}/{n} within 1 s; "
+                      f"headline shown {row['answered']}/{n}; "
+                      f"headline drawn after median {statistics.median(out['headline_at']):.2f} s, "
+                      f"P95 {pct(out['headline_at'], 95):.2f} s; server CPU per answer {out['cpu_ms']:.0f} ms; "
+                      f"server RSS {row['rss_mb']:.0f} MB; load {row['loadavg']:.1f}", flush=True)
     finally:
         if proc is not None:
             proc.terminate()

@@ -19,7 +19,7 @@ import streamlit as st
 
 from faces import explorer as ex
 from faces import runs
-from faces.room import VOTES, Room, RoomError, RoomStore, normalise_code
+from faces.room import VOTES, Room, RoomError, RoomStore
 from labs.registry import built_ids, get_lab
 
 MEMBER = "_archlab_room"  # session state: {"code": ..., "pid": ..., "name": ...} once a participant joined
@@ -244,7 +244,8 @@ def participant_view(s: RoomStore, room: Room, run: Callable):
             votes = {}
             for k, c in enumerate(q.claims, 1):
                 old = mine["votes"].get(c.id)
-                votes[c.id] = st.radio(f"C{k}. {c.text}", VOTES, horizontal=True, key=f"room_vote_{room.code}_{room.round}_{c.id}",
+                votes[c.id] = st.radio(f"C{k}. {c.text}", VOTES, horizontal=True,
+                                       key=f"room_vote_{room.code}_{room.round}_{c.id}",
                                        index=VOTES.index(old) if old in VOTES else None)
             sent = st.form_submit_button("Send to the room", type="primary")
         if sent:

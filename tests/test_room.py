@@ -19,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 from faces import explorer as ex
 from faces import room_pages, runs
-from faces.handout import handout_html, key_data, guide_html, timing, write_handout, write_pdfs
+from faces.handout import guide_html, handout_html, key_data, timing, write_pdfs
 from faces.room import CODE_ALPHABET, CODE_LENGTH, RoomError, RoomStore, normalise_code
 from labs.registry import get_lab
 
@@ -43,6 +43,7 @@ def test_a_room_has_a_short_code_a_secret_and_a_round(store):
     assert room.qid == "q08" and room.round == 1 and not room.revealed
     assert room.watch == tuple(get_lab("q08").headline) and room.changes == {}
     assert store.get(room.code.lower()) == room == store.get("-".join([room.code[:3], room.code[3:]]))
+    assert normalise_code(f" {room.code.lower()[:3]}-{room.code[3:]} ") == room.code
     assert secret not in store.path.read_bytes().decode("latin-1")  # only its hash is stored
     import sqlite3
 

@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 
 import pytest
 
 from test_browser import CHROMIUM, RUN_TIMEOUT_MS, browser, server, settle  # noqa: F401  (fixtures)
 
-pytestmark = [pytest.mark.browser]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian chromium at /usr/bin/chromium"),
+]
 HEADLINE = '[data-testid="stMetricValue"]'
 NAMES = ("Ann", "Bo", "Cy")
 GUESSES = ("150", "3000", "31000")
