@@ -28,6 +28,7 @@ _gate = threading.BoundedSemaphore(SLOTS)
 _lock = threading.Lock()
 _waiting = 0
 _running = 0
+_key_locks: dict[str, threading.Lock] = {}  # one lock per setting being computed: asked twice, run once
 
 
 def _disk(lab_id: str):
@@ -94,29 +95,44 @@ def _gated(fn: Callable):
         _gate.release()
 
 
-def run(lab_id: str, setting: tuple, seed: int):
-    """``Lab.run`` at ``setting`` (sorted (name, value) pairs), from the disk cache when warmed."""
-    key = _key(lab_id, setting, seed)
-    hit = _load(lab_id, "explorer-run", key)
+def _once(kind: str, lab_id: str, key: dict, make: Callable, inputs: Callable = lambda: None):
+    """The disk entry, or ``make(inputs())`` stored there (``make`` in a queue slot, ``inputs`` before taking
+    one); sessions asking for the same entry at once wait for one computation."""
+    hit = _load(lab_id, kind, key)
     if hit is not None:
         return hit
-    result = _gated(lambda: get_lab(lab_id).run(seed, **dict(setting)))
-    _store(lab_id, "explorer-run", key, result)
-    return result
+    name = repr((kind, lab_id, key))
+    with _lock:
+        lock = _key_locks.setdefault(name, threading.Lock())
+    try:
+        with lock:
+            hit = _load(lab_id, kind, key)  # another session may have made it while this one waited
+            if hit is not None:
+                return hit
+            given = inputs()
+            value = _gated(lambda: make(given))
+            _store(lab_id, kind, key, value)
+            return value
+    finally:
+        with _lock:
+            if not lock.locked():
+                _key_locks.pop(name, None)
+
+
+def run(lab_id: str, setting: tuple, seed: int):
+    """``Lab.run`` at ``setting`` (sorted (name, value) pairs), from the disk cache when warmed."""
+    return _once("explorer-run", lab_id, _key(lab_id, setting, seed),
+                 lambda _: get_lab(lab_id).run(seed, **dict(setting)))
 
 
 def plots(lab_id: str, setting: tuple, seed: int, result_fn: Callable[[], object]) -> list:
     """The lab's plots as the explorer draws them (``faces.explorer.plot_payload``), from the disk cache when warm."""
     from faces import explorer as ex
 
-    key = _key(lab_id, setting, seed)
-    hit = _load(lab_id, "explorer-plots", key)
-    if hit is not None:
-        return hit
-    result = result_fn()
-    payload = _gated(lambda: [ex.plot_payload(p) for p in get_lab(lab_id).plots(result)])
-    _store(lab_id, "explorer-plots", key, payload)
-    return payload
+    def make(result):
+        return [ex.plot_payload(p) for p in get_lab(lab_id).plots(result)]
+
+    return _once("explorer-plots", lab_id, _key(lab_id, setting, seed), make, result_fn)
 
 
 def session_settings(lab_id: str) -> list[tuple[str, tuple]]:
