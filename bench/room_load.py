@@ -15,6 +15,7 @@ answer; the browser's own drawing is not included. Three scenarios:
   browser's timer would, until the headline is drawn (time from the reveal, poll included);
 * ``cached``: everyone at a setting the server has already run (the defaults, warmed first), the
   case of a room moving through its exercises after ``archlab warm``;
+* ``same-new``: everyone at one setting no one has run yet (an exercise the instructor did not warm);
 * ``new``: everyone at a different setting no one has run yet (``client_timeout_s`` spread over its
   range, with a fresh seed), the worst case of a room exploring on its own.
 
@@ -283,7 +284,7 @@ def main(argv=None) -> int:
     ap.add_argument("--participants", default="10,20,30", help="room sizes to try, e.g. 10,20,30")
     ap.add_argument("--lab", default="q08")
     ap.add_argument("--knob", default="client_timeout_s", help="the parameter each 'new' participant sets")
-    ap.add_argument("--scenarios", default="room,cached,new", help="room, cached and/or new")
+    ap.add_argument("--scenarios", default="room,cached,new", help="room, cached, same-new and/or new")
     ap.add_argument("--url", help="a running explorer (default: start one on a free loopback port)")
     ap.add_argument("--timeout", type=float, default=240.0, help="seconds per phase before giving up")
     ap.add_argument("--plain", action="store_true",
@@ -335,6 +336,9 @@ def main(argv=None) -> int:
                     continue
                 if scenario == "cached":
                     queries = [""] * n
+                elif scenario == "same-new":  # the whole room at one setting nobody has run (an unwarmed exercise)
+                    seed = rng.randrange(1, 10**6)
+                    queries = [f"{knob.name}={float(knob.low) + (float(knob.high) - float(knob.low)) / 3:g}&seed={seed}"] * n
                 else:  # a setting of its own per participant, not run before (fresh seed per round)
                     seed = rng.randrange(1, 10**6)
                     lo, hi = float(knob.low), float(knob.high)
