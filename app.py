@@ -4,7 +4,7 @@ Run with ``streamlit run app.py``. This file is the navigation only: the pages
 come from ``faces/`` (``faces.pages`` for home, claims and the question pages,
 ``faces.drill`` for the interview drill, ``faces.progress`` for your progress).
 Pages: Home, Claims, one page per question (``/q01`` .. ``/q30``), Interview
-drill and Your progress. A built lab's widgets are bound to the URL
+drill, Your progress and the workshop room (``faces.room_pages``). A built lab's widgets are bound to the URL
 (``bind="query-params"``), so ``/q08?client_timeout_s=1`` reproduces a view.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import streamlit as st
 
 from faces.drill import drill_page
 from faces.pages import (CURRENT_PAGE, ICON_BUILT, PAGES, PREVIOUS_PAGE, claims_page, home_page,
-                         question_page)
+                         question_page, room_page)
 from faces.progress import progress_page
 from labs.catalog import load_catalog
 from labs.registry import built_ids
@@ -36,7 +36,9 @@ def main(start: str | None = None):
                              default=start == "drill")
     PAGES["progress"] = st.Page(progress_page, title="Your progress", url_path="progress",
                                 icon=":material/insights:", default=start == "progress")
-    sections = {"ArchLab": [PAGES["home"], PAGES["claims"], PAGES["drill"], PAGES["progress"]]}
+    PAGES["room"] = st.Page(room_page, title="Workshop room", url_path="room",
+                            icon=":material/groups:", default=start == "room")
+    sections = {"ArchLab": [PAGES["home"], PAGES["claims"], PAGES["drill"], PAGES["progress"], PAGES["room"]]}
     for topic, questions in cat.by_topic().items():
         sections[topic.name] = [PAGES[q.id] for q in questions]
     page = st.navigation(sections)

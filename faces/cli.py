@@ -253,6 +253,64 @@ def cmd_progress(args):
             for c in p.calibration():
                 print(f"{c['concept']}: {c['inside']}/{c['n']} inside the interval"
                       + (f"; on average {c['bias_factor']:.2g}x {c['direction']}" if c["bias_factor"] else ""))
+def cmd_room(args):
+    from faces.room import RoomError, RoomStore
+
+    try:
+        store = RoomStore()
+        if args.action == "create":
+            if not args.code:
+                raise UsageError("room create needs a lab id: archlab room create q08 [--exercise N]")
+            room, secret = store.create(_qid(args.code), exercise=None if args.exercise is None else args.exercise - 1,
+                                        title=args.title or "", ttl_h=args.ttl_h)
+            base = args.base_url.rstrip("/")
+            obj = {"code": room.code, "lab": room.qid, "round": room.round, "expires": room.expires.isoformat(),
+                   "join": f"{base}/room?room={room.code}",
+                   "instructor": f"{base}/room?room={room.code}&key={secret}",
+                   "presenter": f"{base}/room?room={room.code}&key={secret}&view=present"}
+            if args.format == "json":
+                _emit(obj, "json")
+            else:
+                print(f"room {room.code} on {room.qid} (expires {room.expires:%Y-%m-%d %H:%M} UTC)")
+                print(f"participants: {obj['join']}")
+                print(f"instructor (keep it private, shown once): {obj['instructor']}")
+                print(f"presenter: {obj['presenter']}")
+            return 0
+        if not args.code:
+            raise UsageError("room export needs a room code: archlab room export CODE --format csv")
+        if args.format == "json":
+            _emit(store.rows(args.code), "json")
+        else:
+            sys.stdout.write(store.export_csv(args.code, trusted=True))
+    except RoomError as e:
+        raise UsageError(str(e)) from None
+    return 0
+
+
+def cmd_handout(args):
+    from faces.handout import write_handout
+
+    lab = get_lab(_qid(args.lab))
+    files = write_handout(lab.id, args.out, answer_key=args.answer_key, base_url=args.base_url, seed=args.seed,
+                          pdf=not args.no_pdf)
+    for f in files:
+        print(f)
+    if not args.no_pdf and not any(f.suffix == ".pdf" for f in files):
+        print("archlab: no PDF written (needs chromium at /usr/bin/chromium and playwright); print the HTML "
+              "from a browser instead", file=sys.stderr)
+
+
+def cmd_warm(args):
+    from faces import runs
+
+    ids = [get_lab(_qid(x)).id for x in args.labs] if args.labs else built_ids()
+    t0 = time.perf_counter()
+    done = runs.warm(ids, seed=args.seed, log=lambda line: print(line, file=sys.stderr, flush=True))
+    ran = sum(not d["cached"] for d in done)
+    print(f"warm: {len(done)} settings of {len(ids)} lab(s), {ran} run now, {len(done) - ran} already cached, "
+          f"{time.perf_counter() - t0:.1f} s")
+
+
 def _engine_options(s) -> None:
     """Options of the commands that run the sweep engine (check, sweep, report)."""
     from labs.sweeps import BACKENDS
@@ -343,6 +401,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--customers", type=int, default=50_000)
     s.add_argument("--rounds", type=int, default=5)
     s.set_defaults(func=cmd_bench)
+    s = sub.add_parser("room", help="workshop rooms: create one, export its answers")
+    s.add_argument("action", choices=["create", "export"])
+    s.add_argument("code", nargs="?", help="create: the lab id (q08); export: the room code")
+    s.add_argument("--exercise", type=int, help="create: start at exercise N (1-based) instead of the defaults")
+    s.add_argument("--title", help="create: a session title")
+    s.add_argument("--ttl-h", type=float, default=12.0, help="create: hours until the code expires")
+    s.add_argument("--base-url", default="http://localhost:8501", help="create: where the explorer is served")
+    s.add_argument("--format", choices=["csv", "json", "table"], default=None)
+    s.set_defaults(func=cmd_room)
+    s = sub.add_parser("handout", help="a printable handout (and answer key + instructor guide)")
+    s.add_argument("lab")
+    s.add_argument("--out", required=True, metavar="DIR")
+    s.add_argument("--answer-key", "--key", dest="answer_key", action="store_true",
+                   help="also the answer key (measured values, verdicts, regions) and the instructor guide")
+    s.add_argument("--base-url", default="http://localhost:8501", help="the explorer's address in links and QR codes")
+    s.add_argument("--no-pdf", action="store_true", help="HTML only (a PDF needs chromium)")
+    s.add_argument("--seed", type=_seed_arg, default=0)
+    s.set_defaults(func=cmd_handout)
+    s = sub.add_parser("warm", help="run each lab's defaults and exercise settings into the explorer's cache")
+    s.add_argument("labs", nargs="*", help="lab ids (default: every built lab)")
+    s.add_argument("--seed", type=_seed_arg, default=0)
+    s.set_defaults(func=cmd_warm)
     s = sub.add_parser("calibrate", help="the simulator against a real server on 127.0.0.1")
     s.add_argument("lab")
     s.add_argument("--loads", help="fractions of the unbatched capacity, e.g. 0.3,0.5,0.7,0.85")

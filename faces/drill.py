@@ -446,6 +446,9 @@ def drill_page():
             d.save(graded, done["answer"], done["took"])
         except ProgressError as e:
             st.warning(f"Your progress was not saved: {e}", icon=":material/warning:")
+        from faces.room_pages import on_drill
+
+        on_drill(qid, graded)  # a workshop room's member: the stated numbers and verdicts go to the room too
     st.subheader("A model answer")
     st.markdown(d.model_answer())
     follow = d.followups()

@@ -15,6 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from faces import explorer as ex
+from faces import room_pages, runs
 from faces.progress import home_marks, record_prediction
 from labs.workshop import exercise_answer
 from labs.catalog import Question, load_catalog
@@ -35,13 +36,13 @@ CHECKED = "_archlab_checked"  # (lab id, setting, seed) where the learner asked 
 # process can serve a workshop room.
 @st.cache_data(max_entries=128, ttl=CACHE_TTL_S, show_spinner=False)
 def run_lab(lab_id: str, setting: tuple, seed: int):
-    return get_lab(lab_id).run(seed, **dict(setting))
+    return runs.run(lab_id, setting, seed)  # the disk cache `archlab warm` fills, then one queued run
 
 
 @st.cache_data(max_entries=64, ttl=CACHE_TTL_S, show_spinner=False)
 def lab_plots(lab_id: str, setting: tuple, seed: int) -> list[tuple[str, object]]:
     """The lab's plots as Vega-Lite specs (drawn by the browser) or PNG bytes, so a cached view redraws nothing."""
-    return [ex.plot_payload(p) for p in get_lab(lab_id).plots(run_lab(lab_id, setting, seed))]
+    return runs.plots(lab_id, setting, seed, lambda: run_lab(lab_id, setting, seed))
 
 
 @st.cache_resource(max_entries=8, ttl=CACHE_TTL_S, show_spinner=False)
@@ -371,12 +372,13 @@ def render_lab(q: Question):
     if not st.session_state.get(f"revealed_{lab_id}"):
         with predict_slot:
             predict_box(lab_id, watch, metric_name(q, watch[1]), ex.metric_unit(q, watch[1]), setting, seed)
+    if not st.session_state.get(f"revealed_{lab_id}") or room_pages.hold(lab_id, setting, predict_slot):
         st.subheader("What the question claims")
         targets_table(q)
         return
 
     try:
-        with st.spinner("Simulating…"):
+        with st.spinner(runs.queue_text("Simulating…")):
             result = run_lab(lab_id, setting, seed)
     except ParamError as e:
         st.warning(f"These settings do not make a valid run: {e}", icon=":material/warning:")
@@ -509,6 +511,7 @@ def predict_box(lab_id: str, watch: tuple, name: str, unit: str, setting: tuple,
     guess_key = f"predict_{lab_id}"
 
     def reveal():
+        room_pages.on_predict(lab_id, watch, setting, st.session_state.get(guess_key))  # a room member's goes to the room
         st.session_state[f"revealed_{lab_id}"] = True
         st.session_state[f"revealed_at_{lab_id}"] = (setting, seed)
         st.session_state[f"prediction_{lab_id}"] = {"value": st.session_state.get(guess_key), "watch": watch,
@@ -553,3 +556,8 @@ def prediction_feedback(lab_id: str, q: Question, result, setting: tuple, seed: 
             st.markdown(f"Your prediction ({ex.fmt_number(pred['value'], ex.metric_unit(q, pred['watch'][1]))}) "
                         "was for other settings. Predict again for these ones.")
         st.button("Predict again", key=f"again_{lab_id}", on_click=again)
+
+
+def room_page():
+    """/room: open or join a workshop room (faces/room_pages.py), reading runs through this app's caches."""
+    room_pages.room_page(run_lab)
