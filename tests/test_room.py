@@ -323,7 +323,7 @@ def test_a_room_member_predicting_on_the_lab_page_sends_it_to_the_room_and_waits
     assert not at.metric and any(f"room {room.code}" in i.value for i in at.info)  # held until the reveal
     store.reveal(room.code, secret)
     at.run()
-    assert [m.label for m in at.metric][:1] == ["Headline · pattern · p99_ms"]
+    assert [m.label for m in at.metric][:1] == ["Headline: P99"]  # the run is shown once the room is revealed
     other = AppTest.from_string(f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nimport app\napp.main(start='q11')\n",
                                 default_timeout=90)
     other.session_state[room_pages.MEMBER] = {"code": room.code, "pid": pid, "name": "Dee"}
