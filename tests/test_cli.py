@@ -55,7 +55,6 @@ def test_run_json_contract_and_byte_identical_reruns():
     (["run", "q08", "--set", "novalue"], "NAME=VALUE"),
     (["run", "q08", "--set", "outage_mode=flaky"], "outage_mode"),
     (["run", "q99"], "q99"),
-    (["run", "q01"], "q01"),
     (["run", "q08", "--seed", "-1"], "seed"),
     (["sweep", "q08", "--vary", "rate_rps"], "--vary"),
     (["sweep", "q08", "--vary", "rate_rps=1,9999"], "rate_rps"),
