@@ -134,7 +134,8 @@ class CircuitBreakerLab(Lab):
 
         width = max(1.0, round(horizon / 200))
         series = {
-            "latency": pd.concat([windowed(r["log"], width, horizon) for r in runs.values()], ignore_index=True),
+            "latency": lambda: pd.concat([windowed(r["log"], width, horizon) for r in runs.values()],
+                                         ignore_index=True),  # for plots: built when first read
             "breaker_state": pd.DataFrame(breaker.timeline(horizon), columns=["time_s", "state"]),
             "outage": pd.DataFrame({"start_s": [outage.start], "end_s": [outage.end], "mode": [outage.mode]}),
         }
