@@ -197,7 +197,9 @@ class InferenceMetricsLab(Lab):
         m.value(c, "accuracy_loss_pct", 100.0 * (prof["pattern"].accuracy - prof["int8"].accuracy))
 
         rates = geometric_rates(saturation, p.rate_rps, SWEEP_POINTS)
-        load = load_sweep(unit_arrivals, rates, {a: (cfgs[a], services[a]) for a in ARMS}, saturation, p.sweep_requests)
+        # the load sweep is for plots only: built when first read (never by sweeps or checks)
+        load = lambda: load_sweep(unit_arrivals, rates, {a: (cfgs[a], services[a]) for a in ARMS},  # noqa: E731
+                                  saturation, p.sweep_requests)
         here = cpu_model()
         other = sorted({prof[a].provenance.get("cpu", "?") for a in ARMS if cpu_differs(prof[a], here)})
         notes = [f"Simulated window: {window:.4g} s ({n} Poisson requests per arm at {p.rate_rps:g} req/s); "
