@@ -25,7 +25,7 @@ from .claims import SweepRunner, Verdict, check_claim, claim_settings, point_ver
 from .measure import Measurements, fmt_number
 from .params import Param, ParamError, Rule, Settings, check_seed
 
-__all__ = ["Arm", "Exercise", "Lab", "Outcome", "Param", "ParamError", "Result", "Rule", "Settings",
+__all__ = ["Arm", "Exercise", "Lab", "Outcome", "Param", "ParamError", "Result", "Rule", "Series", "Settings",
            "Verdict", "fmt_number", "WRITEUPS"]
 
 WRITEUPS = Path(__file__).resolve().parent / "writeups"
@@ -60,9 +60,42 @@ class Exercise:
     why: str = ""  # the mechanism behind the change, shown once the answer is revealed
 
 
+class Series(dict):
+    """A result's series by name.
+
+    A lab may give ``Outcome`` a zero-argument function instead of a frame for a series that costs
+    time to build (a per-window time line, a grid of extra runs): it is called the first time the
+    series is read and the frame kept, so sweeps and checks, which read only metrics, never pay for
+    it. Iterating, copying and pickling (Streamlit's cache) see built frames.
+    """
+
+    def __getitem__(self, key):
+        value = dict.__getitem__(self, key)
+        if callable(value):
+            value = value()
+            dict.__setitem__(self, key, value)
+        return value
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
+
+    def __iter__(self):  # overridden, so dict(s) and {**s} go through __getitem__ (built frames)
+        return iter(list(dict.keys(self)))
+
+    def values(self):
+        return [self[k] for k in self]
+
+    def items(self):
+        return [(k, self[k]) for k in self]
+
+    def __reduce__(self):
+        return (Series, (dict(self.items()),))
+
+
 @dataclass
 class Outcome:
-    """What ``simulate`` hands back: measurements (or plain metric dicts), series, notes, extras."""
+    """What ``simulate`` hands back: measurements (or plain metric dicts), series (a frame, or a function
+    building it when first read: ``Series``), notes, extras."""
 
     metrics: Measurements | dict
     series: dict[str, pd.DataFrame] = field(default_factory=dict)
@@ -250,7 +283,7 @@ class Lab:
         out = self.simulate(seed, p)
         elapsed = time.perf_counter() - t0
         verdicts = [point_verdict(c, out.metrics, out.intervals, out.reasons) for c in self.question.claims]
-        return Result(self.id, seed, dict(p), out.metrics, self.targets, verdicts, out.series, out.intervals,
+        return Result(self.id, seed, dict(p), out.metrics, self.targets, verdicts, Series(out.series), out.intervals,
                       out.notes, out.extras, elapsed, out.reasons, tuple(self.assumptions))
 
     def check_size(self) -> int:

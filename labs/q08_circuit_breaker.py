@@ -13,7 +13,7 @@ import pandas as pd
 import simpy
 
 from sim.breaker import CircuitBreaker, CircuitBreakerConfig, State
-from sim.components import FaultSchedule, Outage, ReplicaPool, drive, poisson_arrivals
+from sim.components import FaultSchedule, Outage, ReplicaPool, Slots, drive, poisson_arrivals
 from sim.dist import Lognormal
 from sim.metrics import ERROR, FALLBACK, OK, TIMEOUT, RequestLog, windowed
 from sim.rng import Streams
@@ -26,6 +26,9 @@ R4J = CircuitBreakerConfig.resilience4j_defaults()
 BREAKER = ("failure_rate_threshold", "slow_call_rate_threshold", "slow_call_duration_threshold",
            "sliding_window_type", "sliding_window_size", "minimum_number_of_calls",
            "wait_duration_in_open_state", "permitted_number_of_calls_in_half_open_state")
+# what a call reads apart from the breaker: the load, the servers, the outage and the caller's side
+CALL = ("rate_rps", "requests", "replicas", "caller_threads", "service_ms", "network_ms", "outage_mode",
+        "outage_start_s", "outage_duration_s", "error_ms", "client_timeout_s", "fallback_ms", "cache_coverage")
 
 
 def _r4j(name: str) -> str:
@@ -96,17 +99,18 @@ class CircuitBreakerLab(Lab):
                  "breaker cannot open until that many calls have failed at the offered rate."),
     )
 
+    # the timeouts-only arm reads no breaker setting: sweeps over the breaker's settings share it
+    parts = {"baseline": CALL}
+    part_cache_size = 24  # a 200k-request arm holds ~7 MB
+
+    def part_baseline(self, seed: int, p) -> dict:
+        return _simulate_arm("baseline", p, _draws(seed, p), _outage(p), None)
+
     def simulate(self, seed: int, p) -> Outcome:
         horizon, n = window_s(p), p.requests
-        streams = Streams(seed)
-        draws = {
-            "arrivals": poisson_arrivals(streams["arrivals"], p.rate_rps, n),
-            "service": Lognormal(p.service_ms / 1e3, 1.0).sample(streams["service"], n),
-            "cached": streams["cache"].random(n) < p.cache_coverage,
-        }
-        outage = Outage(p.outage_start_s, p.outage_start_s + p.outage_duration_s, p.outage_mode)
+        draws, outage = _draws(seed, p), _outage(p)
         breaker = CircuitBreaker(CircuitBreakerConfig(**{k: p[k] for k in BREAKER}), name="model-server")
-        runs = {"baseline": _simulate_arm("baseline", p, draws, outage, None),
+        runs = {"baseline": self.part("baseline", seed, p),
                 "pattern": _simulate_arm("pattern", p, draws, outage, breaker)}
 
         m = Measurements(("baseline", "pattern", "comparison"))
@@ -130,7 +134,8 @@ class CircuitBreakerLab(Lab):
 
         width = max(1.0, round(horizon / 200))
         series = {
-            "latency": pd.concat([windowed(r["log"], width, horizon) for r in runs.values()], ignore_index=True),
+            "latency": lambda: pd.concat([windowed(r["log"], width, horizon) for r in runs.values()],
+                                         ignore_index=True),  # for plots: built when first read
             "breaker_state": pd.DataFrame(breaker.timeline(horizon), columns=["time_s", "state"]),
             "outage": pd.DataFrame({"start_s": [outage.start], "end_s": [outage.end], "mode": [outage.mode]}),
         }
@@ -152,10 +157,24 @@ class CircuitBreakerLab(Lab):
         ]
 
 
+def _draws(seed: int, p) -> dict:
+    """Arrivals, service times and cache hits, shared by both arms (common random numbers)."""
+    streams, n = Streams(seed), p.requests
+    return {
+        "arrivals": poisson_arrivals(streams["arrivals"], p.rate_rps, n),
+        "service": Lognormal(p.service_ms / 1e3, 1.0).sample(streams["service"], n),
+        "cached": streams["cache"].random(n) < p.cache_coverage,
+    }
+
+
+def _outage(p) -> Outage:
+    return Outage(p.outage_start_s, p.outage_start_s + p.outage_duration_s, p.outage_mode)
+
+
 def _simulate_arm(arm: str, p, draws: dict, outage: Outage, breaker: CircuitBreaker | None) -> dict:
     env = simpy.Environment()
     pool = ReplicaPool(env, servers=p.replicas)
-    workers = simpy.Resource(env, capacity=p.caller_threads)
+    workers = Slots(env, p.caller_threads)  # the caller's thread pool, first come first served
     faults = FaultSchedule([outage])
     n = p.requests
     log = RequestLog(n, arm)
@@ -175,9 +194,11 @@ def _simulate_arm(arm: str, p, draws: dict, outage: Outage, breaker: CircuitBrea
 
     def request(i):
         log.arrival[i] = env.now
-        with workers.request() as worker:
-            yield worker
-            yield from call(i)
+        wait = workers.take()
+        if wait is not None:
+            yield wait
+        yield from call(i)
+        workers.give()
         log.end[i] = env.now
 
     def call(i):

@@ -13,6 +13,7 @@ rate whose P99 stays within ``slo_ms`` (``sim.inference.capacity_within_slo``).
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -29,6 +30,9 @@ from .measure import Measurements
 FP32, INT8 = "mlp", "mlp_int8"
 ARMS = ("baseline", "pattern", "int8")
 MODELS = {"baseline": FP32, "pattern": FP32, "int8": INT8}
+#: what an arm's capacity search reads (the offered rate not among them), and the batcher's settings
+CAPACITY = ("requests", "width", "profiles", "service_scale", "slo_ms", "instance_count")
+BATCHER = ("max_batch_size", "preferred_batch_size", "max_queue_delay_microseconds")
 WIDTHS = (256, 1024, 2048)
 PREFERRED_CHOICES = ("none", "4", "8", "16", "32", "4,8", "8,16", "16,32", "4,8,16,32")
 SWEEP_POINTS = 10  # offered loads in the load sweep
@@ -137,6 +141,18 @@ class InferenceMetricsLab(Lab):
                  "of the time into the multiply and less into fixed overhead."),
     )
 
+    # The capacity searches read neither the offered rate nor the other arm's settings: sweeps over the rate,
+    # or over the batcher's settings for the unbatched arm, reuse them.
+    parts = {"baseline_capacity": CAPACITY, "batched_capacity": CAPACITY + BATCHER}
+
+    def part_baseline_capacity(self, seed: int, p) -> dict:
+        return _capacities(seed, p, {"baseline": DynamicBatchingConfig(1, (), 0, p.instance_count)})
+
+    def part_batched_capacity(self, seed: int, p) -> dict:
+        batching = DynamicBatchingConfig(p.max_batch_size, _preferred(p.preferred_batch_size),
+                                         p.max_queue_delay_microseconds, p.instance_count)
+        return _capacities(seed, p, {"pattern": batching, "int8": batching})
+
     # ------------------------------------------------------------------ model
     def configs(self, p) -> dict[str, DynamicBatchingConfig]:
         batching = DynamicBatchingConfig(p.max_batch_size, _preferred(p.preferred_batch_size),
@@ -157,11 +173,11 @@ class InferenceMetricsLab(Lab):
         m = Measurements((*ARMS, "comparison"))
         saturation = {}
         no_capacity = f"even a nearly idle server misses the P99 objective of {p.slo_ms:g} ms, so it has no capacity"
+        caps = {**self.part("baseline_capacity", seed, p), **self.part("batched_capacity", seed, p)}
         for arm in ARMS:
             cfg, svc = cfgs[arm], services[arm]
             run = simulate_batching(arrivals, cfg, svc)
-            saturation[arm] = saturation_rps(cfg, svc, n)
-            cap = capacity_within_slo(unit_arrivals, cfg, svc, saturation[arm], p.slo_ms * 1e-3)
+            saturation[arm], cap, util_at_cap = caps[arm]
             m.percentiles(arm, run.latency, (50, 95, 99))
             m.batch_mean(arm, "mean_ms", run.latency * 1e3)
             m.ratio(arm, "p99_over_p50_x", (arm, "p99_ms"), (arm, "p50_ms"))
@@ -173,8 +189,7 @@ class InferenceMetricsLab(Lab):
             m.value(arm, "renewal_capacity_rps", cfg.capacity_rps(svc.mean))
             m.value(arm, "capacity_rps", cap)
             if cap > 0:
-                at_cap = simulate_batching(unit_arrivals / cap, cfg, svc)
-                m.value(arm, "utilization_at_capacity_pct", 100.0 * at_cap.utilization(float(unit_arrivals[-1] / cap)))
+                m.value(arm, "utilization_at_capacity_pct", util_at_cap)
             else:
                 m.missing(arm, "utilization_at_capacity_pct", no_capacity)
             m.value(arm, "load_pct", 100.0 * (n / window) / saturation[arm])
@@ -197,7 +212,9 @@ class InferenceMetricsLab(Lab):
         m.value(c, "accuracy_loss_pct", 100.0 * (prof["pattern"].accuracy - prof["int8"].accuracy))
 
         rates = geometric_rates(saturation, p.rate_rps, SWEEP_POINTS)
-        load = load_sweep(unit_arrivals, rates, {a: (cfgs[a], services[a]) for a in ARMS}, saturation, p.sweep_requests)
+        # the load sweep is for plots only: built when first read (never by sweeps or checks)
+        load = lambda: load_sweep(unit_arrivals, rates, {a: (cfgs[a], services[a]) for a in ARMS},  # noqa: E731
+                                  saturation, p.sweep_requests)
         here = cpu_model()
         other = sorted({prof[a].provenance.get("cpu", "?") for a in ARMS if cpu_differs(prof[a], here)})
         notes = [f"Simulated window: {window:.4g} s ({n} Poisson requests per arm at {p.rate_rps:g} req/s); "
@@ -240,6 +257,25 @@ class InferenceMetricsLab(Lab):
 
 
 # ---------------------------------------------------------------------- helpers
+def _capacities(seed: int, p, cfgs: dict) -> dict:
+    """Per arm: saturation throughput, capacity within the P99 objective and utilization there, on the run's
+    arrivals and service draws (the same streams as ``simulate``, so the same numbers)."""
+    streams, n = Streams(seed), p.requests
+    unit_arrivals = np.cumsum(streams["arrivals"].exponential(1.0, n))
+    uniforms = streams["service"].random(n)
+    out = {}
+    for arm, cfg in cfgs.items():
+        svc = QuantileService(functools.partial(_dist, MODELS[arm], p.width, p.profiles, p.service_scale), uniforms)
+        saturation = saturation_rps(cfg, svc, n)
+        cap = capacity_within_slo(unit_arrivals, cfg, svc, saturation, p.slo_ms * 1e-3)
+        util = math.nan
+        if cap > 0:
+            at_cap = simulate_batching(unit_arrivals / cap, cfg, svc)
+            util = 100.0 * at_cap.utilization(float(unit_arrivals[-1] / cap))
+        out[arm] = (saturation, cap, util)
+    return out
+
+
 def _dist(name: str, width: int, source: str, scale: float, batch_size: int):
     return service_dist(name, batch_size, width, source, scale)
 

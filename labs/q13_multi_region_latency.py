@@ -172,11 +172,13 @@ class MultiRegionLab(Lab):
         m.value("comparison", "edge_p95_saved_ms", m.metrics["pattern"]["global_p95_ms"] - m.metrics["edge"]["global_p95_ms"])
         m.saving_pct("comparison", "errors_avoided_vs_geodns_pct", ("pattern", "failover_errors"),
                      ("geodns", "failover_errors"), missing="GeoDNS lost no request during the outage: nothing to avoid")
-        series = {"timeline": pd.concat([windowed(log, max(1.0, round(horizon / 120)), horizon) for log in logs]),
+        # the time line and the TTL grid are for plots only: built when first read (never by sweeps or checks)
+        series = {"timeline": lambda: pd.concat([windowed(log, max(1.0, round(horizon / 120)), horizon)
+                                                 for log in logs]),
                   "per_area": pd.DataFrame([(arm, a, mix[i], m.metrics[arm][f"p95_{key}_ms"]) for arm in live
                                             for i, (a, key) in enumerate(zip(AREAS, AREA_KEYS))],
                                            columns=["arm", "area", "share", "p95_ms"]),
-                  "failover_grid": self.part("grid", seed, p)}
+                  "failover_grid": lambda: self.part("grid", seed, p)}
         src, pt = GEO.source[:, deployed][mix > 0], m.metrics["pattern"]
         notes = [f"Window {horizon:g} s ({n} requests per arm at {p.rate_rps:g} req/s); {p.failed_region} down "
                  f"{start:g}-{end:g} s; outage_* and failover_errors cover the {int(down.sum())} requests arriving then.",

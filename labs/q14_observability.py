@@ -40,6 +40,14 @@ UNINSTRUMENTED_ORDER = ("cache", "db", "vector_db", "feature_store", "auth", "ra
 GRID_PCT = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
 K_TRACES = 2000  # sampled traces simulated on each side of the fault
 ARMS = ("baseline", "pattern", "comparison")
+# what the traffic window and the sampled-trace streams read (the engineer's minutes, the search order
+# and the diagnosis window are left to ``simulate``)
+TRAFFIC = ("requests", "rate_rps", "faulty_service", "fault_mode", "fault_delay_ms", "fault_fraction",
+           "background_error_pct", "uninstrumented_services", "sampling_rate_pct", "export_mode", "export_rtt_ms",
+           "span_costs", "span_cost_us", "unsampled_span_cost_us")
+TRACES = ("rate_rps", "faulty_service", "fault_mode", "fault_delay_ms", "fault_fraction", "background_error_pct",
+          "uninstrumented_services", "sampling_rate_pct", "export_mode", "export_rtt_ms", "span_costs",
+          "span_cost_us", "baseline_window_min", "z_threshold", "min_traces")
 
 
 class ObservabilityLab(Lab):
@@ -116,18 +124,17 @@ class ObservabilityLab(Lab):
                  "collector round trip to the request; the batch processor exports off the request path."),
     )
 
-    def simulate(self, seed: int, p) -> Outcome:
-        streams, culprit, m = Streams(seed), TREE.index[p.faulty_service], Measurements(ARMS)
-        visible = np.array([s not in UNINSTRUMENTED_ORDER[: p.uninstrumented_services] for s in NAMES])
-        costs = reference_span_costs() if p.span_costs == "reference" else measure_span_costs()
-        n, lam = p.requests, p.rate_rps
-        given = {"batch": p.span_cost_us, "simple": p.span_cost_us, "unsampled": p.unsampled_span_cost_us}
-        rtt = {"simple": 1e3 * p.export_rtt_ms}  # a synchronous export waits for the collector at every span end
-        us = {k: {b: (given[k] or costs[k][f"{b}_us"]) + rtt.get(k, 0.0) for b in ("median", "low", "high")}
-              for k in given}
-        rec_us = us[p.export_mode]
+    # the heavy, engineer-free pieces, cached on what they read: sweeps over the engineer's minutes, the
+    # log search order or the detection and fix times reuse them
+    parts = {"traffic": TRAFFIC, "traces": TRACES}
+    part_cache_size = 16  # a traffic part keeps 2 x requests latencies, a traces part its detector (~3 MB)
 
-        # traffic window: latency, overhead, and what the logs show
+    def part_traffic(self, seed: int, p) -> dict:
+        """The traffic window: both arms' latencies and errors, the logs' alerts, the span costs' overheads."""
+        streams, culprit = Streams(seed), TREE.index[p.faulty_service]
+        visible = _visible(p)
+        n, lam = p.requests, p.rate_rps
+        us = {k: _span_us(p, k) for k in ("batch", "simple", "unsampled")}
         arrivals = poisson_arrivals(streams["arrivals"], lam, n)
         after = arrivals >= 0.5 * n / lam
         own, called, origin = _draw_calls(streams, "traffic", n, p, culprit, after)
@@ -135,23 +142,46 @@ class ObservabilityLab(Lab):
         sampled = TraceIdRatioBased(p.sampling_rate_pct / 100).sample(random_trace_ids(streams["trace_ids"], n))
         base = TREE.run(own, called, origin, visible)
 
-        def extra_ms(cost_us, rows=~after):  # mean latency a span cost adds (healthy half, same draws)
-            return float(np.mean((TREE.run(own + cost_us * 1e-6 * spans, called, origin, visible).latency
-                                  - base.latency)[rows]) * 1e3)
+        # mean latency a span cost adds (healthy half, same draws); every cost in one pass over the tree
+        healthy = ~after
+        costs = [us[mode][b] for mode in (p.export_mode, "simple") for b in ("median", "low", "high")]
+        own_h, spans_h, called_h = own[healthy], spans[healthy], called[healthy]
+        lat = TREE.latency(np.concatenate([own_h + c * 1e-6 * spans_h for c in costs]),
+                           np.tile(called_h, (len(costs), 1)))
+        base_h = base.latency[healthy]
+        extra = [float(np.mean(block - base_h) * 1e3) for block in np.split(lat, len(costs))]
 
-        mixed = np.where(sampled[:, None], rec_us["median"], us["unsampled"]["median"])
+        mixed = np.where(sampled[:, None], us[p.export_mode]["median"], us["unsampled"]["median"])
         pat = TREE.run(own + mixed * 1e-6 * spans, called, origin, visible)
+        return {"base": _Latencies(base), "pat": _Latencies(pat), "after": after, "alerts": log_alerts(TREE, base, after),
+                "extra_ms": {"tracing_overhead_ms": extra[:3], "sync_export_overhead_ms": extra[3:]},
+                "complete": int((~(called & ~visible[None, :]).any(axis=1)).sum()), "us": us}
 
-        # sampled-trace streams for the diagnosis, and the logs-only search
-        post = _trace_stream(streams, "post", p, culprit, visible, rec_us["median"], True)
-        prior = _trace_stream(streams, "base", p, culprit, visible, rec_us["median"], False)
+    def part_traces(self, seed: int, p) -> dict:
+        """The sampled traces on both sides of the fault, the detector and when it names whom per sampling rate."""
+        streams, culprit, visible = Streams(seed), TREE.index[p.faulty_service], _visible(p)
+        rec_us = _span_us(p, p.export_mode)["median"]
+        post = _trace_stream(streams, "post", p, culprit, visible, rec_us, True)
+        prior = _trace_stream(streams, "base", p, culprit, visible, rec_us, False)
         det = ShiftDetector(*(s["run"].cp_self_seen if p.fault_mode == "latency" else s["run"].origin_seen
                               for s in (post, prior)), "mean" if p.fault_mode == "latency" else "count")
-        order = TREE.search_order(p.log_search, log_alerts(TREE, base, after), streams["search_order"])
+        grid = pd.DataFrame([{"sampling_pct": pct, **_naming(det, post, prior, p.rate_rps * pct / 100, p)}
+                             for pct in sorted(set(GRID_PCT) | {p.sampling_rate_pct})])
+        return {"post": {"arrival": post["arrival"]}, "det": det, "grid": grid}
+
+    def simulate(self, seed: int, p) -> Outcome:
+        streams, m = Streams(seed), Measurements(ARMS)
+        n, lam = p.requests, p.rate_rps
+        costs = reference_span_costs() if p.span_costs == "reference" else measure_span_costs()
+        traffic, traces = self.part("traffic", seed, p), self.part("traces", seed, p)
+        base, pat, after, us = traffic["base"], traffic["pat"], traffic["after"], traffic["us"]
+        rec_us = us[p.export_mode]
+        post, det = traces["post"], traces["det"]
+
+        order = TREE.search_order(p.log_search, traffic["alerts"], streams["search_order"])
         exams_logs = order.index(p.faulty_service) + 1
         window_s, look_s = p.diagnosis_window_min * 60.0, p.detect_min * 60.0
-        grid = pd.DataFrame([{"sampling_pct": pct, **_naming(det, post, prior, lam * pct / 100, p)}
-                             for pct in sorted(set(GRID_PCT) | {p.sampling_rate_pct})])
+        grid = traces["grid"].copy()
         grid["sufficient"] = (grid.named == p.faulty_service) & (grid.minutes <= p.diagnosis_window_min)
 
         # the engineer at the configured rate: open the traces at the alert, wait until the window closes
@@ -175,8 +205,8 @@ class ObservabilityLab(Lab):
             m.value(arm, "mttr_min", mttr[arm])
             m.value(arm, "diagnosis_min", mttr[arm] - p.detect_min - p.fix_min)
             m.value(arm, "services_examined", exams_logs if arm == "baseline" else exams_tr)
-        complete = ~(called & ~visible[None, :]).any(axis=1)  # every service the request touched emitted spans
-        m.share("pattern", "trace_coverage_pct", complete.sum(), n)
+        # requests whose every service emitted spans
+        m.share("pattern", "trace_coverage_pct", traffic["complete"], n)
         m.missing("baseline", "trace_coverage_pct", "the logs-only arm records no traces")
         for key, v in (("trace_wait_min", wait_min), ("culprit_named", float(named == p.faulty_service)),
                        ("sampled_traces_per_min", trace_rate * 60), ("recorded_span_us", rec_us["median"]),
@@ -191,9 +221,8 @@ class ObservabilityLab(Lab):
         at1 = grid[grid.sampling_pct == 1.0].iloc[0]
         m.value("pattern", "rps_needed_at_1pct", rate_for_events(at1.traces, window_s, 0.01)
                 if at1.named == p.faulty_service else np.nan, missing="at 1% sampling " + _why(at1, p))
-        for key, mode in (("tracing_overhead_ms", p.export_mode), ("sync_export_overhead_ms", "simple")):
-            m.value("comparison", key, extra_ms(us[mode]["median"]), (extra_ms(us[mode]["low"]),
-                                                                      extra_ms(us[mode]["high"])))
+        for key, (mid, low, high) in traffic["extra_ms"].items():
+            m.value("comparison", key, mid, (low, high))
         m.value("comparison", "mean_overhead_ms", float(np.mean((pat.latency - base.latency)[~after]) * 1e3))
         m.value("comparison", "p99_overhead_ms", m.metrics["pattern"]["p99_ms"] - m.metrics["baseline"]["p99_ms"])
         m.ratio("comparison", "mttr_reduction_x", ("baseline", "mttr_min"), ("pattern", "mttr_min"))
@@ -215,6 +244,26 @@ class ObservabilityLab(Lab):
 
     def plots(self, result):
         return [_plot_mttr(result), _plot_sampling(result), _plot_services(result)]
+
+
+class _Latencies:
+    """What the measurements read of a ``TreeRun``: each request's latency and whether it failed."""
+
+    def __init__(self, run):
+        self.latency, self.request_failed = run.latency.copy(), run.request_failed.copy()
+
+
+def _visible(p) -> np.ndarray:
+    return np.array([s not in UNINSTRUMENTED_ORDER[: p.uninstrumented_services] for s in NAMES])
+
+
+def _span_us(p, kind: str) -> dict:
+    """In-request cost (us) of one span of ``kind`` (batch, simple, unsampled): median, low and high; a
+    synchronous (simple) export also waits for the collector at every span end."""
+    costs = reference_span_costs() if p.span_costs == "reference" else measure_span_costs()
+    given = p.unsampled_span_cost_us if kind == "unsampled" else p.span_cost_us
+    rtt = 1e3 * p.export_rtt_ms if kind == "simple" else 0.0
+    return {b: (given or costs[kind][f"{b}_us"]) + rtt for b in ("median", "low", "high")}
 
 
 def _draw_calls(streams: Streams, prefix: str, n: int, p, culprit: int, faulty: np.ndarray):

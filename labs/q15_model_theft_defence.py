@@ -102,6 +102,8 @@ class ModelTheftLab(Lab):
         "curves": ("victim", "attacker_data", "public_samples", "query_noise", "max_queries", "target_accuracy_pct",
                    "labels_only", "round_decimals", "noise_scale", "ood_detector", "validator_fpr_pct"),
         "dp": ("dp_epsilon", "dp_train_size"),
+        "dp_fit": ("dp_train_size",),
+        "honest": ("victim", "labels_only", "round_decimals", "noise_scale"),
     }
     params = (
         Param("victim", "mlp", choices=("mlp", "mlp_int8", "logreg", "forest"),
@@ -162,8 +164,8 @@ class ModelTheftLab(Lab):
     def part_detection(self, seed, p) -> dict:
         return _Pieces(seed, p).detection()
 
-    def part_dp(self, seed, p) -> dict:
-        """Accuracy lost to an epsilon-DP release, per noise draw (real training, real noise)."""
+    def part_dp_fit(self, seed, p) -> dict:
+        """The DP model's task and its non-private weights (what every epsilon perturbs)."""
         from sklearn.datasets import make_classification
 
         from sim import dp
@@ -173,10 +175,21 @@ class ModelTheftLab(Lab):
                                            random_state=int(streams.seed_sequence("dp_data").generate_state(1)[0]))
         Z, n = dp.unit_rows(X_all), p.dp_train_size
         W = dp.fit_one_vs_rest(Z[:n], y_all[:n], DP_L2)
-        base = dp.accuracy(W, Z[n:], y_all[n:])
-        rng = streams["dp_noise"]
-        private = [dp.accuracy(dp.perturb(W, n, DP_L2, p.dp_epsilon, rng), Z[n:], y_all[n:]) for _ in range(30)]
+        return {"W": W, "Z_test": Z[n:], "y_test": y_all[n:], "base": dp.accuracy(W, Z[n:], y_all[n:])}
+
+    def part_dp(self, seed, p) -> dict:
+        """Accuracy lost to an epsilon-DP release, per noise draw (real training, real noise)."""
+        from sim import dp
+
+        fit, n = self.part("dp_fit", seed, p), p.dp_train_size
+        W, Z_test, y_test, base = fit["W"], fit["Z_test"], fit["y_test"], fit["base"]
+        rng = Streams(seed)["dp_noise"]
+        private = [dp.accuracy(dp.perturb(W, n, DP_L2, p.dp_epsilon, rng), Z_test, y_test) for _ in range(30)]
         return {"base": base, "losses": [100 * (base - a) for a in private]}
+
+    def part_honest(self, seed, p) -> list:
+        """What honest users get from each arm's answers (the victim's on the test digits, noise redrawn)."""
+        return _honest(seed, p, self.part("victim", seed, p))
 
     def part_curves(self, seed, p) -> dict:
         pieces = _Pieces(seed, p)
@@ -190,7 +203,8 @@ class ModelTheftLab(Lab):
         bucket = TokenBucket(p.max_tokens, p.tokens_per_fill, p.fill_interval)
         m = Measurements(EXTRACTION_ARMS + ("comparison",))
         reach = {arm: _extraction(m, arm, curves, p, bucket) for arm in EXTRACTION_ARMS}
-        _honest(m, seed, p, facts)
+        for method, args in self.part("honest", seed, p):
+            getattr(m, method)(*args)
         _inputs(m, detection)
         _traffic(m, seed, p, bucket)
         _compare(m, p, reach)
@@ -260,25 +274,28 @@ def _extraction(m: Measurements, arm: str, curves: dict, p, bucket: TokenBucket)
     return text
 
 
-def _honest(m: Measurements, seed: int, p, facts: dict) -> None:
-    """What honest users get from each arm's answers on the test digits: top-1 accuracy, paired loss, calibration."""
+def _honest(seed: int, p, facts: dict) -> list:
+    """What honest users get from each arm's answers on the test digits: top-1 accuracy, paired loss, calibration.
+
+    Returned as the ``Measurements`` calls to make, in order, so a run can reuse them (a part)."""
     P, y = np.asarray(facts["proba"]), np.asarray(facts["y_test"])
     noise = Streams(seed).fresh("honest_noise").standard_normal((HONEST_REPEATS,) + P.shape)
     base = (P.argmax(axis=1) == y).astype(float)
-    ece = {}
+    calls, ece = [], {}
     for arm in EXTRACTION_ARMS:
         policy = _policy(arm, p)
         answers = [policy.apply(P, noise[r] if policy.uses_noise else None)
                    for r in range(HONEST_REPEATS if policy.uses_noise else 1)]
         correct = np.mean([A.argmax(axis=1) == y for A in answers], axis=0)  # per digit, over noise draws
-        m.mean(arm, "honest_accuracy_pct", 100 * correct)
-        m.mean(arm, "utility_loss_pct", 100 * (base - correct))
+        calls.append(("mean", (arm, "honest_accuracy_pct", 100 * correct)))
+        calls.append(("mean", (arm, "utility_loss_pct", 100 * (base - correct))))
         if arm == "pattern":
-            m.mean("comparison", "utility_loss_pct", 100 * (base - correct))
-        ece[arm] = m.value(arm, "ece_pct", 100 * np.mean([X.expected_calibration_error(X.to_targets(A), y)
-                                                         for A in answers]))
-        m.value(arm, "brier", np.mean([X.brier_score(X.to_targets(A), y) for A in answers]))
-    m.value("comparison", "calibration_loss_pct", ece["pattern"] - ece["baseline"])
+            calls.append(("mean", ("comparison", "utility_loss_pct", 100 * (base - correct))))
+        ece[arm] = 100 * np.mean([X.expected_calibration_error(X.to_targets(A), y) for A in answers])
+        calls.append(("value", (arm, "ece_pct", ece[arm])))
+        calls.append(("value", (arm, "brier", np.mean([X.brier_score(X.to_targets(A), y) for A in answers]))))
+    calls.append(("value", ("comparison", "calibration_loss_pct", ece["pattern"] - ece["baseline"])))
+    return calls
 
 
 def _inputs(m: Measurements, d: dict) -> None:

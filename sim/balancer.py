@@ -671,37 +671,57 @@ def simulate_farm_backend(arrivals, service, backend_service, policy, n_hosts: i
     host, start, end = [0] * n, [0.0] * n, [0.0] * n
     heap: list[tuple[float, int, int]] = []
     backend_free = -math.inf
-    pick, push, pop = policy.pick, heapq.heappush, heapq.heappop
+    push, pop = heapq.heappush, heapq.heappop
+    # The picks, drawn up front where they do not depend on the loads (the same hosts and draws as
+    # ``policy.pick`` one at a time): a static policy's routes, or two-choice least request's candidates.
+    routed = cand1 = cand2 = None
+    if getattr(policy, "static", False):
+        routed = np.asarray(policy.route(np.asarray(keys, dtype=np.uint64), hosts, n), dtype=np.int64).tolist()
+    elif isinstance(policy, LeastRequest) and policy.choice_count == 2:
+        cand = policy.candidates(n, n_hosts)
+        cand1, cand2 = cand[:, 0].tolist(), cand[:, 1].tolist()
+    pick = policy.pick
 
-    def begin(i: int, h: int, t: float) -> None:
-        nonlocal backend_free
-        answered = (t if backend_free < t else backend_free) + b[i]  # FIFO in issue order
-        backend_free = answered
-        start[i], end[i] = t, answered + s[i]
-        busy[h] = True
-        push(heap, (end[i], h, i))
-
-    def finish_until(t: float) -> None:
+    # One loop, the event handling inlined (a hot path): before each arrival, every finish at or
+    # before it, in (time, host, request) order; a finish starts the host's next queued request,
+    # whose back-end call is issued then (FIFO in issue order).
+    for i in range(n + 1):
+        t = a[i] if i < n else math.inf
         while heap and heap[0][0] <= t:
             e, h, _ = pop(heap)
             active[h] -= 1
-            if heads[h] < len(queues[h]):
-                heads[h] += 1
-                begin(queues[h][heads[h] - 1], h, e)
+            q, k = queues[h], heads[h]
+            if k < len(q):
+                heads[h] = k + 1
+                j = q[k]
+                answered = (e if backend_free < e else backend_free) + b[j]
+                backend_free = answered
+                start[j] = e
+                end[j] = done = answered + s[j]
+                push(heap, (done, h, j))
             else:
                 busy[h] = False
-
-    for i in range(n):
-        t = a[i]
-        finish_until(t)
-        h = pick(keys[i], active, hosts)
+        if i == n:
+            break
+        if routed is not None:
+            h = routed[i]
+        elif cand1 is not None:
+            h, h2 = cand1[i], cand2[i]
+            if active[h2] < active[h]:  # the first draw wins ties, as in Envoy
+                h = h2
+        else:
+            h = pick(keys[i], active, hosts)
         host[i] = h
         active[h] += 1
         if busy[h]:
             queues[h].append(i)
         else:
-            begin(i, h, t)
-    finish_until(math.inf)
+            answered = (t if backend_free < t else backend_free) + b[i]
+            backend_free = answered
+            start[i] = t
+            end[i] = done = answered + s[i]
+            busy[h] = True
+            push(heap, (done, h, i))
     return FarmRun(np.array(host, dtype=np.int64), np.array(start), np.array(end), np.ones(n, dtype=bool))
 
 

@@ -211,6 +211,28 @@ class CallTree:
                     out[:, k] += called[:, j]
         return out
 
+    def latency(self, own: np.ndarray, called: np.ndarray) -> np.ndarray:
+        """End-to-end latency of each request: ``run(own, called).latency`` (the same arithmetic, so the
+        same numbers) without the failures, start times and critical paths ``run`` also works out."""
+        n, S = own.shape
+        if called.shape != (n, S) or S != len(self.names):
+            raise ValueError("own and called must have shape (n, number of services)")
+        idx = self.index
+        called_t = np.ascontiguousarray(called.T)
+        own_t = np.where(called_t, own.T, 0.0)
+        dur = np.zeros((S, n))
+        for name in reversed(self.names):  # post-order: children first
+            k = idx[name]
+            total = own_t[k].copy()
+            for stage in self.services[name].stages:
+                cols = [idx[c.child] for c in stage]
+                m = dur[cols[0]].copy()
+                for c in cols[1:]:
+                    np.maximum(m, dur[c], out=m)
+                total += m
+            dur[k] = np.where(called_t[k], total, 0.0)
+        return dur[idx[self.root]].copy()
+
     def run(self, own: np.ndarray, called: np.ndarray, origin: np.ndarray | None = None,
             visible: np.ndarray | None = None) -> TreeRun:
         """Simulate ``n`` requests.

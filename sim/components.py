@@ -9,6 +9,7 @@ random numbers).
 from __future__ import annotations
 
 import bisect
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
@@ -19,13 +20,57 @@ from .dist import Distribution
 from .metrics import OK, REJECTED, TIMEOUT, TimeWeighted
 
 
+class Slots:
+    """``capacity`` identical slots handed out first come, first served (``simpy.Resource`` without the
+    event objects).
+
+    ``take()`` returns None when a slot is free (the caller holds it at once: no event is scheduled,
+    unlike ``simpy.Resource.request``), else an event to yield that fires when a slot is handed over.
+    ``give()`` hands the slot straight to the longest waiter (or frees it). ``leave(ev)`` withdraws a
+    waiter that gave up; if its slot was handed over in the same instant, it is given on. Grants and
+    queue order are those of ``simpy.Resource`` (FIFO, no preemption); only the order in which
+    processes resume within one instant may differ, because a free slot costs no event.
+    """
+
+    __slots__ = ("env", "capacity", "count", "waiting")
+
+    def __init__(self, env: simpy.Environment, capacity: int = 1):
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.env = env
+        self.capacity = capacity
+        self.count = 0  # slots held
+        self.waiting: deque[simpy.Event] = deque()
+
+    def take(self) -> simpy.Event | None:
+        if self.count < self.capacity:
+            self.count += 1
+            return None
+        ev = simpy.Event(self.env)
+        self.waiting.append(ev)
+        return ev
+
+    def give(self) -> None:
+        if self.waiting:
+            self.waiting.popleft().succeed()  # the slot passes on; count unchanged
+        else:
+            self.count -= 1
+
+    def leave(self, ev: simpy.Event) -> None:
+        if ev.triggered:  # handed a slot in the instant it gave up: pass it on
+            self.give()
+        else:
+            self.waiting.remove(ev)
+
+
 class ReplicaPool:
     """``servers`` identical replicas behind one FIFO queue (an M/M/c station).
 
     ``queue_limit`` bounds the number waiting (an arrival finding it full is
     rejected at once, like a bounded accept queue); ``timeout`` is the caller's
     patience for getting a replica (it leaves the queue when it runs out).
-    Busy replicas and queue length are tracked as time averages.
+    Busy replicas and queue length are tracked as time averages. The replicas are
+    ``Slots``: a request that finds one free starts at once, without an event.
     """
 
     def __init__(self, env: simpy.Environment, servers: int = 1, queue_limit: int | None = None,
@@ -38,18 +83,18 @@ class ReplicaPool:
         self.servers = servers
         self.queue_limit = queue_limit
         self.timeout = timeout
-        self._res = simpy.Resource(env, capacity=servers)
+        self._slots = Slots(env, servers)
         self.busy = TimeWeighted(env.now, 0, keep_history)
         self.queue = TimeWeighted(env.now, 0, keep_history)
         self.completed = 0
 
     @property
     def in_queue(self) -> int:
-        return len(self._res.queue)
+        return len(self._slots.waiting)
 
     @property
     def in_service(self) -> int:
-        return self._res.count
+        return self._slots.count
 
     def serve(self, service_time: float, timeout: float | None = None, deadline: float | None = None):
         """Wait for a replica, hold it for ``service_time``; returns (outcome, start_time).
@@ -59,44 +104,47 @@ class ReplicaPool:
         the queue then, and one in service returns TIMEOUT at the deadline while its
         replica finishes the work (servers do not see the caller leave).
         """
-        env, res = self.env, self._res
-        if deadline is not None and deadline <= env.now:
-            return TIMEOUT, env.now
-        if self.queue_limit is not None and len(res.queue) >= self.queue_limit and res.count >= self.servers:
-            return REJECTED, env.now
-        patience = self.timeout if timeout is None else timeout
-        if deadline is not None:
-            patience = deadline - env.now if patience is None else min(patience, deadline - env.now)
-        req = res.request()  # granted at once when a replica is free
-        self.queue.update(env.now, len(res.queue))
-        if patience is None or req.triggered:  # a free replica: no race with the patience timer
-            yield req
-        else:
-            got = yield req | env.timeout(patience)
-            if req not in got:
-                req.cancel()
-                self.queue.update(env.now, len(res.queue))
-                return TIMEOUT, env.now
+        env, slots = self.env, self._slots
+        now = env.now
+        if deadline is not None and deadline <= now:
+            return TIMEOUT, now
+        waiting = slots.waiting
+        if self.queue_limit is not None and len(waiting) >= self.queue_limit and slots.count >= self.servers:
+            return REJECTED, now
+        ev = slots.take()
+        self.queue.update(now, len(waiting))
+        if ev is not None:  # all replicas busy: queue
+            patience = self.timeout if timeout is None else timeout
+            if deadline is not None:
+                patience = deadline - now if patience is None else min(patience, deadline - now)
+            if patience is None:
+                yield ev
+            else:
+                got = yield ev | env.timeout(patience)
+                if ev not in got:
+                    slots.leave(ev)
+                    self.queue.update(env.now, len(waiting))
+                    return TIMEOUT, env.now
         start = env.now
-        self.queue.update(start, len(res.queue))
-        self.busy.update(start, res.count)
+        self.queue.update(start, len(waiting))
+        self.busy.update(start, slots.count)
         if deadline is not None and start + service_time > deadline:
-            env.process(self._finish(req, service_time))  # the replica works on; the caller leaves
+            # the replica works on after the caller leaves: its release is a callback, not a process
+            env.timeout(service_time).callbacks.append(self._finished)
             yield env.timeout(deadline - start)
             return TIMEOUT, start
         yield env.timeout(service_time)
-        self._release(req)
+        self._release()
         return OK, start
 
-    def _release(self, req) -> None:
-        self._res.release(req)
+    def _release(self) -> None:
+        self._slots.give()
         self.completed += 1
-        self.busy.update(self.env.now, self._res.count)
-        self.queue.update(self.env.now, len(self._res.queue))
+        self.busy.update(self.env.now, self._slots.count)
+        self.queue.update(self.env.now, len(self._slots.waiting))
 
-    def _finish(self, req, service_time: float):
-        yield self.env.timeout(service_time)
-        self._release(req)
+    def _finished(self, _event) -> None:
+        self._release()
 
     def utilization(self, t: float | None = None) -> float:
         """Time-average fraction of replicas busy up to ``t`` (default: now)."""

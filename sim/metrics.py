@@ -7,6 +7,7 @@ with the unit in the key (``p99_ms``), as the labs' metric tables do.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -174,8 +175,6 @@ def order_statistic_interval(values, q: float, confidence: float = 0.95, min_n: 
     ``np.percentile``; bounds are NaN below ``min_n`` values, and when a rank falls outside
     [1, n] (too few draws for a tail quantile: a P99 of 50 values has no upper bound).
     """
-    from scipy.stats import binom  # lazy: scipy.stats costs import time the other helpers do not need
-
     x = np.asarray(values, dtype=float)
     x = x[np.isfinite(x)]
     n = x.size
@@ -184,13 +183,27 @@ def order_statistic_interval(values, q: float, confidence: float = 0.95, min_n: 
     est = float(np.percentile(x, q))
     if n < min_n:
         return Interval(est, np.nan, np.nan)
-    alpha = (1 - confidence) / 2
-    lo = int(binom.ppf(alpha, n, q / 100))
-    hi = int(binom.ppf(1 - alpha, n, q / 100)) + 1
+    lo, hi = _order_ranks(n, q, confidence)
     if lo < 1 or hi > n:
         return Interval(est, np.nan, np.nan)
     xs = np.sort(x)
     return Interval(est, float(xs[lo - 1]), float(xs[hi - 1]))
+
+
+@functools.lru_cache(maxsize=4096)
+def _order_ranks(n: int, q: float, confidence: float) -> tuple[int, int]:
+    """The 1-based ranks (lo, hi) of ``order_statistic_interval`` for n draws: binomial quantiles, memoised
+    (labs ask for the same few n and q again and again). ``scipy.stats.binom.ppf`` is this ufunc for
+    0 < alpha < 1 (a test checks they agree); calling it directly spares importing scipy.stats (seconds
+    in a fresh process) and its per-call overhead."""
+    try:
+        from scipy.special._ufuncs import _binom_ppf
+    except ImportError:  # another scipy: the public (slower to import) route
+        from scipy.stats import binom
+
+        _binom_ppf = binom.ppf
+    alpha = (1 - confidence) / 2
+    return int(_binom_ppf(alpha, n, q / 100)), int(_binom_ppf(1 - alpha, n, q / 100)) + 1
 
 
 # ---------------------------------------------------------------- summaries

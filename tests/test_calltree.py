@@ -71,6 +71,14 @@ def test_durations_by_hand():
     assert run.start[0, ix["h"]] == pytest.approx(run.start[0, ix["c"]] + 0.001 + 0.001 + 0.001)
 
 
+def test_latency_alone_is_run_latency_exactly():
+    own, called, rng = _random(500, seed=3)
+    origin = rng.random(own.shape) < 0.05
+    assert np.array_equal(TREE.latency(own, called), TREE.run(own, called, origin).latency)
+    with pytest.raises(ValueError, match="shape"):
+        TREE.latency(own, called[:, :3])
+
+
 def test_conditional_calls_follow_their_probability():
     _, called, _ = _random(40_000, seed=1)
     for name in ("d", "f", "h"):

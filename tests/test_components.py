@@ -10,7 +10,7 @@ import simpy
 from scipy import signal, stats
 
 from sim.components import (
-    FaultSchedule, Link, Outage, ReplicaPool, constant_arrivals, drive, on_off_arrivals,
+    FaultSchedule, Link, Outage, ReplicaPool, Slots, constant_arrivals, drive, on_off_arrivals,
     poisson_arrivals, profile_arrivals, ramp_arrivals, step_arrivals,
 )
 from sim.dist import Deterministic, Empirical, Exponential, Lognormal, Mixture, Uniform
@@ -121,6 +121,51 @@ def test_patience_expiring_as_a_server_frees_does_not_leak_the_server():
     assert seen[2.5] == ((0, 1) if res[2][0] == OK else (0, 0))
     assert res[3] == (OK, 5.0, 6.0)  # served at once: the replica is free
     assert pool.in_service == 0 and pool.in_queue == 0
+
+
+def test_slots_grant_first_come_first_served_like_simpy_resource():
+    # 2 slots, holds of 3 s from arrivals 0, 0.5, 1, 1.5, 2: the same start times as simpy.Resource,
+    # a free slot taken without an event, a waiter that gives up leaving the queue
+    arrivals, hold = [0.0, 0.5, 1.0, 1.5, 2.0], 3.0
+    starts = {}
+    for kind in ("slots", "resource"):
+        env = simpy.Environment()
+        res = Slots(env, 2) if kind == "slots" else simpy.Resource(env, capacity=2)
+        got = starts[kind] = {}
+
+        def user(i, env=env, res=res, got=got):
+            if isinstance(res, Slots):
+                ev = res.take()
+                if i == 0:
+                    assert ev is None and res.count == 1  # free: held at once
+                if ev is not None:
+                    yield ev
+                got[i] = env.now
+                yield env.timeout(hold)
+                res.give()
+            else:
+                with res.request() as req:
+                    yield req
+                    got[i] = env.now
+                    yield env.timeout(hold)
+
+        env.process(drive(env, np.array(arrivals), user))
+        env.run()
+        assert (res.count, len(res.waiting if kind == "slots" else res.queue)) == (0, 0)
+    assert starts["slots"] == starts["resource"] == {0: 0.0, 1: 0.5, 2: 3.0, 3: 3.5, 4: 6.0}
+
+    env = simpy.Environment()
+    s = Slots(env, 1)
+    assert s.take() is None
+    a, b = s.take(), s.take()
+    s.leave(a)  # gave up while queued
+    assert list(s.waiting) == [b]
+    s.give()  # handed straight to b
+    assert b.triggered and s.count == 1
+    s.leave(b)  # handed over in the instant it gave up: passed on (nobody waits, so freed)
+    assert s.count == 0 and not s.waiting
+    with pytest.raises(ValueError):
+        Slots(env, 0)
 
 
 def test_utilization_bookkeeping_on_hand_made_schedule():

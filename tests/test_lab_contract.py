@@ -190,3 +190,24 @@ def test_seed_and_question_ids_follow_one_rule():
     for bad in ("q٠٨", "q31", "q0", "8.0", "qq8"):
         with pytest.raises(ParamError):
             question_id(bad)
+
+
+def test_a_series_given_as_a_function_is_built_once_when_first_read():
+    import pickle
+
+    import pandas as pd
+
+    from labs.contract import Series
+
+    calls = []
+
+    def build():
+        calls.append(1)
+        return pd.DataFrame({"x": [1, 2]})
+
+    s = Series({"cheap": pd.DataFrame({"y": [0]}), "costly": build})
+    assert calls == [] and "costly" in s and len(s) == 2  # not built by asking what is there
+    assert s["costly"]["x"].tolist() == [1, 2] and s.get("costly") is s["costly"] and calls == [1]
+    again = pickle.loads(pickle.dumps(Series({"costly": build})))
+    assert type(again) is Series and again["costly"]["x"].tolist() == [1, 2]
+    assert all(isinstance(v, pd.DataFrame) for v in dict(Series({"costly": build})).values())

@@ -31,3 +31,14 @@ def test_too_few_values_give_no_bounds():
     # 40 draws: even the maximum is below the P95 with probability 0.95**40 = 0.13 > 0.025
     tail = order_statistic_interval(np.arange(40.0), 95)
     assert np.isfinite(tail.estimate) and np.isnan(tail.high)
+
+
+def test_ranks_are_scipy_binomial_quantiles():
+    from scipy.stats import binom
+
+    from sim.metrics import _order_ranks
+
+    for q in (1, 5, 25, 50, 90, 95, 99, 99.9):
+        for n in (*range(1, 400), 999, 1000, 4321, 30000, 123457):
+            lo, hi = _order_ranks(n, q, 0.95)
+            assert (lo, hi) == (int(binom.ppf(0.025, n, q / 100)), int(binom.ppf(0.975, n, q / 100)) + 1)

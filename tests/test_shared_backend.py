@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sim.autoscaler import HPAConfig, run_load_step
-from sim.balancer import LeastRequest, RoundRobin, lindley_ends, simulate_farm, simulate_farm_backend
+from sim.balancer import LeastRequest, RingHash, RoundRobin, lindley_ends, simulate_farm, simulate_farm_backend
 from sim.capacity import FarmSearch, rate_at_utilisation
 from sim.failover import OutageReplay
 from sim.geo import load_rtt_matrix
@@ -25,6 +25,28 @@ def test_a_free_back_end_gives_the_plain_farm(policy):
     plain, with_b = simulate_farm(a, s, policy(), 8), simulate_farm_backend(a, s, np.zeros(a.size), policy(), 8)
     assert np.array_equal(plain.host, with_b.host)
     np.testing.assert_allclose(with_b.end, plain.end, rtol=0, atol=1e-12)
+
+
+class _OneAtATime:
+    """A policy seen only through ``pick`` (no route, no candidates): the farm's generic path."""
+
+    static = False
+
+    def __init__(self, policy):
+        self.policy = policy
+
+    def pick(self, key, active, hosts):
+        return self.policy.pick(key, active, hosts)
+
+
+@pytest.mark.parametrize("make", [lambda: RoundRobin(), lambda: LeastRequest(np.random.default_rng(3), 2),
+                                  lambda: RingHash(range(6), 64)])
+def test_picks_drawn_up_front_equal_picks_one_at_a_time(make):
+    a, s, b = draws(4000, rate=55.0)
+    keys = np.random.default_rng(7).integers(0, 2**63, a.size).astype(np.uint64)
+    fast, slow = (simulate_farm_backend(a, s, b, pol, 6, keys) for pol in (make(), _OneAtATime(make())))
+    for field in ("host", "start", "end"):
+        assert np.array_equal(getattr(fast, field), getattr(slow, field))
 
 
 def test_one_replica_never_queues_at_the_back_end():
