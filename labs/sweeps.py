@@ -120,7 +120,8 @@ def code_files(lab_id: str) -> tuple[str, ...]:
             parts = name.split(".")
             for k in range(1, len(parts)):  # importing a.b.c runs a/__init__ and a/b/__init__ too
                 todo.append(_module_file(".".join(parts[:k])))
-    data = sorted(p for p in (ROOT / "data").rglob("*") if p.is_file() and p.name != "questions.json")
+    data = sorted(p for p in (ROOT / "data").rglob("*") if p.is_file() and p.name != "questions.json"
+                  and "__pycache__" not in p.parts and not p.name.startswith("."))  # not what Python leaves behind
     return tuple(str(p) for p in sorted(seen)) + tuple(str(p) for p in data)
 
 

@@ -47,6 +47,7 @@ def test_instructor_and_three_participants(server, browser, tmp_path):  # noqa: 
         _open(teacher, f"{server}/room", "Workshop room")
         teacher.locator('[data-testid="stSelectbox"]').first.click()
         teacher.get_by_role("option", name=re.compile(r"^Q08 · ")).click()
+        settle(teacher)  # the choice reruns the page: wait for it before looking for the button
         teacher.get_by_role("button", name="Open a room").click()
         teacher.get_by_role("heading", name=re.compile(r"^Room [A-Z0-9]{6}")).wait_for()
         settle(teacher)
