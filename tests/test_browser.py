@@ -214,7 +214,8 @@ def test_a_learner_predicts_reads_why_is_asked_again_drills_and_sees_progress(se
     page.get_by_role("button", name="Find where each claim holds").click()
     settle(page)
     expect(page.get_by_text("Across the sweep").first).to_be_visible(timeout=RUN_TIMEOUT_MS)
-    assert page.locator('[data-testid="stVegaLiteChart"]').count() >= 3  # regime maps beside the lab's charts
+    # regime maps beside the lab's charts: the browser draws them one by one, so wait for the third
+    expect(page.locator('[data-testid="stVegaLiteChart"]').nth(2)).to_be_attached(timeout=RUN_TIMEOUT_MS)
     page.get_by_text("Why, and how to say it in an interview").first.click()
     expect(page.get_by_text("Back of the envelope").first).to_be_visible()
     page.screenshot(path=str(tmp_path / "learner_q08.png"), full_page=True)
