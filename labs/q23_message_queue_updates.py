@@ -13,12 +13,12 @@ consumer's partitions wait for the group's ``session_timeout_s``.
 from __future__ import annotations
 
 import functools
-import heapq
 
 import numpy as np
 import pandas as pd
 import simpy
 
+from sim.analytic import departures_fifo_limited
 from sim.broker import Broker, ConsumerGroup, TopicConfig, key_partition, linger_send_times
 from sim.dist import Zipf
 from sim.rng import Streams
@@ -192,21 +192,7 @@ def _sync(t: np.ndarray, p, prof, u: np.ndarray, queue: int | None = None) -> di
     cpu = p.call_overhead_ms / 1e3 + np.quantile(prof.service_time(1).samples, u)
     call = cpu + p.downstream_wait_ms / 1e3
     servers = int(max(1, min(p.sync_workers, np.floor(p.cores * call.mean() / cpu.mean()))))
-    limit = p.sync_queue if queue is None else queue
-    free = [0.0] * servers  # when each server is next free (a heap)
-    done = np.full(t.size, np.nan)
-    starts: list[float] = []  # start times of accepted calls still queued or running, ascending
-    rejected = 0
-    for i, at in enumerate(t):
-        while starts and starts[0] <= at:  # calls that have started by now left the queue
-            heapq.heappop(starts)
-        if free[0] > at and len(starts) >= limit:  # every server busy and the queue full: refused
-            rejected += 1
-            continue
-        begin = max(at, heapq.heappop(free))
-        heapq.heappush(free, begin + call[i])
-        heapq.heappush(starts, begin)
-        done[i] = begin + call[i]
+    done, rejected = departures_fifo_limited(t, call, servers, p.sync_queue if queue is None else queue)
     return {"done": done, "rejected": rejected, "servers": servers}
 
 

@@ -242,3 +242,27 @@ def departures_fifo(arrivals, services, c) -> tuple[np.ndarray, np.ndarray]:
     gaps = np.diff(t, prepend=0.0)
     start = t + kiefer_wolfowitz(gaps, services, c)
     return start, start + np.asarray(services, dtype=float)
+
+
+def departures_fifo_limited(arrivals, services, c: int, queue: float) -> tuple[np.ndarray, int]:
+    """End of service for each customer of a FIFO queue with ``c`` servers and at most ``queue`` waiting
+    (G/G/c/c+queue): an arrival that finds every server busy and the queue full is refused (end NaN).
+    Returns (end, refused). With ``queue`` = inf it equals :func:`departures_fifo`'s end."""
+    t = np.asarray(arrivals, dtype=float)
+    s = np.asarray(services, dtype=float)
+    free = [0.0] * int(c)  # when each server is next free (a heap)
+    waiting: list[float] = []  # start times of accepted customers that have not started yet (a heap)
+    end = np.full(t.size, np.nan)
+    refused = 0
+    for i, at in enumerate(t):
+        while waiting and waiting[0] <= at:  # customers that have started by now left the queue
+            heapq.heappop(waiting)
+        if free[0] > at and len(waiting) >= queue:
+            refused += 1
+            continue
+        begin = max(at, heapq.heappop(free))
+        heapq.heappush(free, begin + s[i])
+        if begin > at:
+            heapq.heappush(waiting, begin)
+        end[i] = begin + s[i]
+    return end, refused

@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import os
+import platform
 import re
 from importlib import metadata
 from pathlib import Path
@@ -60,6 +61,18 @@ def code_digest(sources: Iterable[Any]) -> str:
     """One digest of the bytes of ``sources`` (paths or modules), in the given order; file names
     are not part of it, so moving a checkout keeps its cache."""
     return fingerprint([file_digest(_source_path(s)) for s in sources])
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, else platform.processor(): what a stored timing was measured on."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
 
 
 @functools.lru_cache(maxsize=1)

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import DiskCache
+from .cache import DiskCache, cpu_model
 
 HOST = "127.0.0.1"
 KINDS = ("sidecar", "plaintext", "tls_no_cert")  # how a generated caller connects
@@ -42,16 +42,6 @@ MODES = ("PERMISSIVE", "STRICT")
 REFERENCE = Path(__file__).resolve().parent.parent / "data" / "profiles" / "mtls_handshake.json"
 CACHE = DiskCache("mtls", code=[__file__])
 IO_TIMEOUT_S = 2.0
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def versions() -> dict:

@@ -34,6 +34,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from sim.cache import cpu_model  # noqa: F401  (re-exported: labs read it from here)
 from sim.dist import Empirical
 
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
@@ -48,18 +49,6 @@ FORMAT_VERSION = 1
 
 
 # --------------------------------------------------------------------------- provenance
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo, else platform.processor()."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
 def library_versions() -> dict[str, str]:
     import sklearn
     import torch

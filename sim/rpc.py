@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import DiskCache
+from .cache import DiskCache, cpu_model
 
 HOST = "127.0.0.1"
 ENCODERS = ("json", "orjson", "msgpack", "protobuf")
@@ -525,14 +525,6 @@ def versions() -> dict:
         except metadata.PackageNotFoundError:
             out[dist] = "none"
     return out
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def measure(rounds: int = 12, per_round: int = 25, handshakes: int = 60, encoding_rounds: int = 7) -> dict:

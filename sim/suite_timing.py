@@ -99,19 +99,9 @@ def suite_seconds(samples: list[dict], n_tests: int, scope: str, runner_overhead
 
 def provenance(extra: dict | None = None) -> dict:
     """CPU model, library versions, date and load: what a stored measurement was taken on."""
-    from importlib import metadata
+    from .cache import cpu_model, library_versions
 
-    cpu = platform.processor()
-    info = Path("/proc/cpuinfo")
-    if info.exists():
-        cpu = next((line.split(":", 1)[1].strip() for line in info.read_text().splitlines()
-                    if line.startswith("model name")), cpu)
-    versions = {}
-    for dist in ("scikit-learn", "torch", "numpy"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:  # pragma: no cover
-            versions[dist] = "none"
+    cpu, versions = cpu_model(), dict(library_versions())
     return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
             "versions": versions, "loadavg_1m": round(os.getloadavg()[0], 2),
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **(extra or {})}

@@ -293,3 +293,18 @@ def test_block_size_does_not_change_results(monkeypatch):
     for block in (1, 7, 1000, 4096):
         monkeypatch.setattr(an, "_BLOCK", block)
         np.testing.assert_allclose(lindley(a, s), ref, rtol=1e-12, atol=1e-12)
+
+
+def test_limited_fifo_is_the_plain_fifo_without_a_limit_and_erlang_b_without_a_queue():
+    from sim.analytic import departures_fifo, departures_fifo_limited
+
+    rng = np.random.default_rng(7)
+    t = np.cumsum(rng.exponential(1.0, 20000))
+    s = rng.exponential(2.5, 20000)
+    end, refused = departures_fifo_limited(t, s, 3, float("inf"))
+    assert refused == 0 and np.allclose(end, departures_fifo(t, s, 3)[1])
+    end, refused = departures_fifo_limited(t, s, 3, 0)  # M/M/3/3: refusals follow Erlang's loss formula
+    a, c = 2.5, 3
+    erlang_b = (a ** c / math.factorial(c)) / sum(a ** k / math.factorial(k) for k in range(c + 1))
+    assert refused / t.size == pytest.approx(erlang_b, abs=0.015)
+    assert np.isnan(end).sum() == refused
