@@ -247,8 +247,9 @@ def guide_html(qid: str, key: KeyData, base_url: str = DEFAULT_BASE_URL) -> str:
             f"<p>{_e(q.summary)}</p>",
             "<h2>Before the session</h2><ul>"
             f"<li><code>archlab warm {lab.id}</code> on the serving machine (every setting below answers from the cache).</li>"
-            f"<li><code>streamlit run app.py --server.address 0.0.0.0</code>, open <a href=\"{_e(base_url)}/room\">"
-            f"{_e(base_url)}/room</a>, create a room on {lab.id}; keep the instructor link private.</li>"
+            f"<li><code>streamlit run app.py --server.address 0.0.0.0</code>, open <a href=\"{_e(base_url)}/room?lab={lab.id}\">"
+            f"{_e(base_url)}/room?lab={lab.id}</a> (the lab is chosen) and open the room; keep the instructor link "
+            f"private.</li>"
             f"<li>Print <code>archlab handout {lab.id} --out DIR</code> for participants without a laptop.</li></ul>",
             f"<h2>Timing ({SLOT_MIN} minutes)</h2><table><tbody>{rows}</tbody></table>",
             "<h2>Record:</h2><ul>" + "".join(f"<li>{_e(r)}</li>" for r in record) + "</ul>",

@@ -172,8 +172,10 @@ def lobby():
     with c2.container(border=True):
         st.subheader("Open a room (instructor)")
         built = built_ids()
+        wanted = str(st.query_params.get("lab", "")).strip().lower()  # /room?lab=q08 picks the lab ahead
         with st.form("room_create"):
-            qid = st.selectbox("Lab", built, format_func=lambda i: ex.page_title(get_lab(i).question))
+            qid = st.selectbox("Lab", built, index=built.index(wanted) if wanted in built else 0,
+                               format_func=lambda i: ex.page_title(get_lab(i).question))
             title = st.text_input("Session title (optional)", max_chars=80)
             made = st.form_submit_button("Open a room")
         if made:

@@ -221,6 +221,13 @@ def test_room_pages_hide_the_run_until_the_instructor_reveals():
     assert any("no room 'QQQQQQ'" in e.value for e in lost.error)
 
 
+def test_a_lobby_link_picks_the_lab_and_an_unknown_one_falls_back_to_the_first():
+    picked = open_room({"lab": "Q23"})
+    assert not picked.exception and picked.selectbox[0].value == "q23"
+    other = open_room({"lab": "q99"})
+    assert not other.exception and other.selectbox[0].value == other.selectbox[0].options[0].split(" · ")[0].lower()
+
+
 # --------------------------------------------------------------------------- handouts and guides
 def test_handout_has_blank_columns_and_a_qr_code_per_exercise():
     lab = get_lab("q08")
