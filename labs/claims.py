@@ -179,6 +179,16 @@ class SweepRunner:
 
     def prefetch(self, changes_list: list[dict], jobs: int = 1) -> None:
         """Run many settings at once on joblib workers (same seeds: identical to running them one by one)."""
+        from .sweeps import run_points
+
+        todo, tasks = self.plan(changes_list)
+        points = run_points(tasks, jobs=jobs, progress=self.task_progress, cache=self.cache) if tasks else []
+        self.fill(todo, points)
+
+    def plan(self, changes_list: list[dict]) -> tuple[list[tuple[tuple, dict]], list]:
+        """The settings not yet run (refused ones are memoised with their reason) and their engine tasks."""
+        from .sweeps import check_seeds, make_task
+
         todo, seen = [], set()
         for changes in changes_list:
             setting = {**self.base, **changes}
@@ -192,19 +202,18 @@ class SweepRunner:
                 continue
             seen.add(key)
             todo.append((key, setting))
-        for (key, _), res in zip(todo, self._results([s for _, s in todo], jobs)):
-            self.memo[key] = (res, None)
+        seeds = check_seeds(self.lab.id, self.seed, self.base, self.reps)
+        return todo, [make_task(self.lab, s, sd, r) for _, s in todo for r, sd in enumerate(seeds)]
+
+    def fill(self, todo: list[tuple[tuple, dict]], points: list) -> None:
+        """Memoise the results of ``plan``'s settings from their tasks' points (``reps`` per setting, in order)."""
+        from .sweeps import replicate
+
+        n = len(points) // len(todo) if todo else 0
+        for i, (key, setting) in enumerate(todo):
+            self.memo[key] = (self._result(setting, replicate(points[i * n:(i + 1) * n])), None)
             if self.progress:
                 self.progress(len(self.memo))
-
-    def _results(self, settings: list[dict], jobs: int) -> list:
-        from .sweeps import check_seeds, make_task, replicate, run_points
-
-        seeds = check_seeds(self.lab.id, self.seed, self.base, self.reps)
-        tasks = [make_task(self.lab, s, sd, r) for s in settings for r, sd in enumerate(seeds)]
-        points = run_points(tasks, jobs=jobs, progress=self.task_progress, cache=self.cache) if tasks else []
-        n = len(seeds)
-        return [self._result(s, replicate(points[i * n:(i + 1) * n])) for i, s in enumerate(settings)]
 
     def _result(self, setting: dict, point):
         """A Result without series (what verdicts read) from a replicated point."""
@@ -222,13 +231,7 @@ class SweepRunner:
         setting = {**self.base, **changes}
         key = tuple(sorted(setting.items()))
         if key not in self.memo:
-            try:
-                self.lab.settings(setting)
-                self.memo[key] = (self._results([setting], 1)[0], None)
-            except ParamError as e:
-                self.memo[key] = (None, str(e))
-            if self.progress:
-                self.progress(len(self.memo))
+            self.prefetch([changes])
         return self.memo[key]
 
 

@@ -259,18 +259,19 @@ class Lab:
     def prepare(self, seed: int = 0) -> None:
         """Build what the default run reads from caches (trained models, attack curves); no-op by default."""
 
-    def part(self, name: str, seed: int, p: Settings):
-        """Run the named part (method ``part_<name>``) on the params it declares, cached on exactly those.
+    def part(self, name: str, seed: int, p: Settings, *args):
+        """Run the named part (method ``part_<name>``) on the params it declares, cached on exactly those
+        (and on ``args``, hashable values the part takes besides its params, such as one replica count).
 
         The part sees only its declared params, so reading another one fails loudly.
         """
         reads = self.parts[name]
-        key = (name, seed, p.pick(reads))
+        key = (name, seed, p.pick(reads), *args)
         cache = self.__dict__.setdefault("_part_cache", OrderedDict())
         if key in cache:
             cache.move_to_end(key)
             return cache[key]
-        value = getattr(self, f"part_{name}")(seed, Settings(dict(key[2])))
+        value = getattr(self, f"part_{name}")(seed, Settings(dict(key[2])), *args)
         cache[key] = value
         while len(cache) > self.part_cache_size:
             cache.popitem(last=False)
@@ -300,10 +301,32 @@ class Lab:
         (``cache=False`` skips it); the verdicts are the same either way. ``reps`` > 1 decides each claim from
         that many replications per setting (their mean and t interval).
         """
-        seed = check_seed(seed)
-        if int(reps) < 1:
-            raise ParamError(f"reps must be >= 1, got {reps}")
-        runner = SweepRunner(self, seed, dict(self.settings(params)), progress, reps=int(reps),
-                             task_progress=task_progress, cache=cache)
-        runner.prefetch([{}] + [s for c in self.question.claims for s in claim_settings(c, runner.base)], jobs)
-        return [check_claim(c, runner) for c in self.question.claims]
+        return check_many([self], seed, jobs, reps, task_progress, cache, progress, **params)[0]
+
+
+def check_many(labs: list, seed: int = 0, jobs: int = 1, reps: int = 1,
+               task_progress: Callable[[int, int, int], None] | None = None, cache: bool | None = None,
+               progress: Callable[[int], None] | None = None, **params) -> list[list[Verdict]]:
+    """``Lab.check`` for several labs whose runs share one pool of workers (both cores busy to the end).
+
+    Every lab's sweep points and controls become engine tasks in one ``run_points`` call; the verdicts are
+    the same as checking the labs one by one (same seeds, one setting = one task).
+    """
+    seed = check_seed(seed)
+    if int(reps) < 1:
+        raise ParamError(f"reps must be >= 1, got {reps}")
+    runners, plans, tasks = [], [], []
+    for lab in labs:
+        runner = SweepRunner(lab, seed, dict(lab.settings(params)), progress, reps=int(reps), cache=cache)
+        todo, mine = runner.plan([{}] + [s for c in lab.question.claims for s in claim_settings(c, runner.base)])
+        runners.append(runner)
+        plans.append((todo, len(tasks), len(tasks) + len(mine)))
+        tasks += mine
+    from .sweeps import run_points
+
+    points = run_points(tasks, jobs=jobs, progress=task_progress, cache=cache) if tasks else []
+    out = []
+    for runner, (todo, a, b) in zip(runners, plans):
+        runner.fill(todo, points[a:b])
+        out.append([check_claim(c, runner) for c in runner.lab.question.claims])
+    return out

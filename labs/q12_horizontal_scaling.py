@@ -167,8 +167,9 @@ class HorizontalScalingLab(Lab):
         "one_replica": SCALING,
         "stateless": (*SCALING, "replicas", "choice_count", "utilisation_pct"),
         "sticky": (*SCALING, "replicas", *STICKY, "utilisation_pct"),
-        "util_stateless": (*UTIL, "replicas", "choice_count"),
-        "util_sticky": (*UTIL, "replicas", *STICKY),
+        "util_pattern": (*UTIL, "choice_count"),  # each at one replica count k (its argument)
+        "util_round_robin": UTIL,
+        "util_baseline": (*UTIL, *STICKY),
         "scale_out": (*SERVICE, "slo_p99_ms", "choice_count", *AUTOSCALE),
     }
     headline = ("pattern", "speedup_x")
@@ -261,21 +262,22 @@ class HorizontalScalingLab(Lab):
         out["top_user_share"] = float(_zipf(p.users, p.zipf_s).weights[0])
         return out
 
-    def _util_curve(self, p, search: FarmSearch, ns, arm: str) -> dict:
-        cap = p.backend_capacity_rps or math.inf
-        return {k: search.rate_at_utilisation(k, p.utilisation_pct / 100, _hot_share(p, k, arm), cap) for k in ns}
+    def _util_at(self, seed: int, p, arm: str, k: int) -> float:
+        """Rate (req/s) at which the busiest of k replicas is busy ``utilisation_pct`` of the time under ``arm``
+        (one part per replica count, so settings that share a count share its search)."""
+        keys = _sticky_keys(p, seed) if arm == "baseline" else None
+        search = _search(p, seed, p.requests, arm, keys, backend=True)
+        return search.rate_at_utilisation(k, p.utilisation_pct / 100, _hot_share(p, k, arm),
+                                          p.backend_capacity_rps or math.inf)
 
-    def part_util_stateless(self, seed: int, p) -> dict:
-        """Rates at the fixed utilisation: one replica, and both stateless policies at N/2, N and 10."""
-        out = {arm: self._util_curve(p, _search(p, seed, p.requests, arm, backend=True), _ns(p.replicas)[1:], arm)
-               for arm in ("pattern", "round_robin")}
-        out["one"] = self._util_curve(p, _search(p, seed, p.requests, "round_robin", backend=True), [1], "round_robin")[1]
-        return out
+    def part_util_pattern(self, seed: int, p, k: int) -> float:
+        return self._util_at(seed, p, "pattern", k)
 
-    def part_util_sticky(self, seed: int, p) -> dict:
-        """Rates at the fixed utilisation for ring hash at N/2, N and 10."""
-        return self._util_curve(p, _search(p, seed, p.requests, "baseline", _sticky_keys(p, seed), True),
-                                _ns(p.replicas)[1:], "baseline")
+    def part_util_round_robin(self, seed: int, p, k: int) -> float:
+        return self._util_at(seed, p, "round_robin", k)
+
+    def part_util_baseline(self, seed: int, p, k: int) -> float:
+        return self._util_at(seed, p, "baseline", k)
 
     def part_scale_out(self, seed: int, p):
         """The autoscaling run after a load step (pattern arm)."""
@@ -290,9 +292,8 @@ class HorizontalScalingLab(Lab):
         N, ns = p.replicas, _ns(p.replicas)
         one_slo = self.part("one_replica", seed, p)
         slo = {"baseline": self.part("sticky", seed, p), **self.part("stateless", seed, p)}
-        util = self.part("util_stateless", seed, p)
-        util = {"baseline": self.part("util_sticky", seed, p), "pattern": util["pattern"],
-                "round_robin": util["round_robin"], "one": util["one"]}
+        util = {arm: {k: self.part(f"util_{arm}", seed, p, k) for k in ns[1:]} for arm in ARMS}
+        util["one"] = self.part("util_round_robin", seed, p, 1)
         m = Measurements((*ARMS, "comparison"))
         none_1 = ("one replica meets no load within the SLO at this request budget (the sample P99 of the "
                   "inference time alone exceeds it); raise requests or slo_p99_ms")

@@ -16,12 +16,12 @@ import math
 import threading
 import time
 from contextlib import nullcontext
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 import sim.extraction
-import sim.models
 import sim.rng
 from sim import extraction as X
 from sim.cache import DiskCache
@@ -51,7 +51,8 @@ ARMS = (
 )
 EXTRACTION_ARMS = tuple(str(a) for a in ARMS)
 LIMITED, VALIDATED = ("rate_limit", "pattern"), ("validator", "pattern")
-CACHE = DiskCache("extraction", code=[__file__, sim.extraction, sim.models, sim.rng])
+# sim.models by path: importing it would import torch, which only training and serving need
+CACHE = DiskCache("extraction", code=[__file__, sim.extraction, Path(sim.rng.__file__).with_name("models.py"), sim.rng])
 _RUN = threading.local()  # what this thread's current run had to compute (not read from a cache)
 
 

@@ -12,8 +12,10 @@ scoreboard (``archlab report``).
   neighbouring settings meet common random numbers.
 * **Backends.** Tasks go to ``joblib.Parallel``; the backend is whatever
   ``joblib.parallel_config`` says (loky by default; ``backend_config`` below starts a
-  Dask ``LocalCluster`` or joins a scheduler). Results come back in completion order
-  and are put back in task order.
+  Dask ``LocalCluster`` or joins a scheduler). On Linux, from a process with no other
+  thread (the command line), local workers are forked instead of loky's fresh ones, which
+  re-import the labs (seconds each). Results come back in completion order and are put
+  back in task order.
 * **Replication cache.** Each finished task's metrics, intervals and reasons are
   written at once to a ``sim.cache.DiskCache`` keyed by (lab, full settings, seed) and
   a digest of the lab's code (its module and the ``sim``/``labs`` sources it imports,
@@ -206,8 +208,9 @@ def run_points(tasks: list[Task], jobs: int = 1, progress: Callable[[int, int, i
     (``n_jobs=jobs`` on the backend ``joblib.parallel_config`` names) and stored as soon as it returns.
 
     ``progress(done, total, cached)`` is called once with the cache hits and after every finished task.
-    Duplicate tasks run once. With loky and ``jobs`` > 1 the first tasks run in this process for up to
-    ``LOCAL_FIRST_S`` seconds, then the rest go to the workers (so a short sweep never waits for them).
+    Duplicate tasks run once. Local workers (loky, the default) with ``jobs`` > 1 are processes forked from
+    this one where that is safe (``_can_fork``); otherwise the first tasks run in this process for up to
+    ``LOCAL_FIRST_S`` seconds, then the rest go to loky's workers (so a short sweep never waits for them).
     """
     use_cache = _cache_on(cache)
     out: list[Point | None] = [None] * len(tasks)
@@ -240,6 +243,10 @@ def run_points(tasks: list[Task], jobs: int = 1, progress: Callable[[int, int, i
             progress(done, total, cached)
 
     local = _backend_name() == "loky"
+    if local and jobs > 1 and len(order) > 1 and _can_fork():
+        for t, p in _forked(order, jobs):
+            store(t, p)
+        return out  # type: ignore[return-value]
     if local and jobs > 1:
         # Start in process: worker processes cost seconds to start and import a lab (torch for some), more than
         # a cheap sweep's whole run on a busy machine. Hand over to workers once this has taken LOCAL_FIRST_S.
@@ -257,6 +264,40 @@ def run_points(tasks: list[Task], jobs: int = 1, progress: Callable[[int, int, i
         for idx, p in runner(delayed(_indexed)(k, t) for k, t in enumerate(order)):
             store(order[idx], p)
     return out  # type: ignore[return-value]
+
+
+def _can_fork() -> bool:
+    """Local workers may be forked from this process: the platform has fork, it is not turned off
+    (``ARCHLAB_FORK=0``) and this process runs no other thread (a fork copies only the calling thread, so
+    another thread's locks could be held forever in the child; the explorer and notebook kernels run
+    threads and use loky)."""
+    import multiprocessing as mp
+    import threading
+
+    return (os.environ.get("ARCHLAB_FORK", "1") != "0" and "fork" in mp.get_all_start_methods()
+            and threading.active_count() == 1)
+
+
+def _run_chunk(chunk: list[Task]) -> list[Point]:
+    return [run_task(t) for t in chunk]
+
+
+def _forked(order: list[Task], jobs: int) -> Iterator[tuple[Task, Point]]:
+    """(task, point) as they finish on ``jobs`` processes forked from this one: they start with its imports
+    (torch, the labs) instead of importing them again as loky's fresh workers do, seconds per worker.
+    Tasks go in runs of neighbours (same lab, adjacent settings), so a part cache serves a whole run."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    size = max(1, math.ceil(len(order) / (jobs * 8)))
+    chunks = [order[i:i + size] for i in range(0, len(order), size)]
+    pool = cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("fork"))
+    try:
+        futures = {pool.submit(_run_chunk, c): c for c in chunks}
+        for f in cf.as_completed(futures):
+            yield from zip(futures[f], f.result())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _indexed(k: int, t: Task) -> tuple[int, Point]:

@@ -42,12 +42,14 @@ def reference(tmp_path_factory) -> str:
     return r.stdout
 
 
-@pytest.mark.parametrize("backend", [["--backend", "loky", "--jobs", "2"], ["--backend", "dask", "--jobs", "2"]],
-                         ids=["loky-2", "dask-local-2"])
-def test_sweep_is_byte_identical_on_every_backend(reference, backend, tmp_path):
+@pytest.mark.parametrize("backend,fork", [(["--backend", "loky", "--jobs", "2"], "1"),
+                                          (["--backend", "loky", "--jobs", "2"], "0"),
+                                          (["--backend", "dask", "--jobs", "2"], "1")],
+                         ids=["forked-2", "loky-2", "dask-local-2"])
+def test_sweep_is_byte_identical_on_every_backend(reference, backend, fork, tmp_path):
     if "dask" in backend:
         pytest.importorskip("distributed")
-    r = archlab(*SWEEP, *backend, "--no-cache", cache=tmp_path, ARCHLAB_LOCAL_FIRST_S="0")  # all on workers
+    r = archlab(*SWEEP, *backend, "--no-cache", cache=tmp_path, ARCHLAB_LOCAL_FIRST_S="0", ARCHLAB_FORK=fork)
     assert r.returncode == 0, r.stderr
     assert r.stdout == reference
     assert f"{TOTAL}/{TOTAL} tasks" in r.stderr and "left" in r.stderr  # progress with an estimate
