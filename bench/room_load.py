@@ -1,6 +1,6 @@
 """How many workshop participants one machine serves: a bounded, scripted load on the explorer over loopback.
 
-    python bench/room_load.py --participants 10,20,30 [--lab q08] [--url http://127.0.0.1:8501]
+    python bench/room_load.py --participants 10,20,30 [--lab q08] [--servers 2] [--url http://127.0.0.1:8501]
 
 Each simulated participant is one Streamlit session speaking the browser's own protocol (protobuf
 ``BackMsg``/``ForwardMsg`` over the ``/_stcore/stream`` websocket): it opens the lab's page (at the
@@ -19,6 +19,8 @@ answer; the browser's own drawing is not included. Three scenarios:
 * ``new``: everyone at a different setting no one has run yet (``client_timeout_s`` spread over its
   range, with a fresh seed), the worst case of a room exploring on its own.
 
+``--servers 2`` starts two explorer processes sharing one data and cache folder and sends participant k to
+server k mod 2 (the README's set-up for rooms over about 20: one process per core).
 Without ``--url`` it starts ``streamlit run app.py`` with the workshop options (``WORKSHOP_OPTIONS``;
 ``--plain`` for Streamlit's defaults) on a free loopback port with a fresh cache and data folder
 (removed afterwards); with ``--url``, set ``ARCHLAB_DATA`` to the server's, so both share ``rooms.db``. Everything is bounded (``--timeout`` per phase). Prints, per
@@ -171,8 +173,8 @@ class Session:
             await self.ws.close()
 
 
-async def room_round(url: str, page: str, queries: list[str], timeout: float) -> dict:
-    sessions = [Session(url, page, q) for q in queries]
+async def room_round(urls: list[str], page: str, queries: list[str], timeout: float) -> dict:
+    sessions = [Session(urls[k % len(urls)], page, q) for k, q in enumerate(queries)]
 
     async def load(s):
         await s.connect()
@@ -180,9 +182,9 @@ async def room_round(url: str, page: str, queries: list[str], timeout: float) ->
 
     try:
         loads = await asyncio.wait_for(asyncio.gather(*(load(s) for s in sessions)), timeout)
-        c0 = cpu_s(SERVER_PID)
+        c0 = cpu_s(SERVER_PIDS)
         waits = await asyncio.wait_for(asyncio.gather(*(s.click("Skip prediction") for s in sessions)), timeout)
-        cpu_ms = 1000 * (cpu_s(SERVER_PID) - c0) / len(sessions)
+        cpu_ms = 1000 * (cpu_s(SERVER_PIDS) - c0) / len(sessions)
         firsts = [s.metric_at for s in sessions if s.metrics]
         answered = sum(bool(s.metrics) for s in sessions)
     finally:
@@ -191,13 +193,13 @@ async def room_round(url: str, page: str, queries: list[str], timeout: float) ->
             "cpu_ms": cpu_ms, "headline_at": firsts}
 
 
-async def workshop_room(url: str, lab_id: str, n: int, timeout: float) -> dict:
+async def workshop_room(urls: list[str], lab_id: str, n: int, timeout: float) -> dict:
     """N participants join one room by its link, send their predictions at once, then the instructor reveals."""
     from faces.room import RoomStore
 
     store = RoomStore()
     room, secret = store.create(lab_id)
-    sessions = [Session(url, "room", f"room={room.code}") for _ in range(n)]
+    sessions = [Session(urls[k % len(urls)], "room", f"room={room.code}") for k in range(n)]
 
     async def join(k, s):
         await s.connect()
@@ -208,15 +210,15 @@ async def workshop_room(url: str, lab_id: str, n: int, timeout: float) -> dict:
     try:
         await asyncio.wait_for(asyncio.gather(*(join(k, s) for k, s in enumerate(sessions))), timeout)
         label = next(w for w in sessions[0].widgets if w.startswith(room.arm + " · "))
-        c0 = cpu_s(SERVER_PID)
+        c0 = cpu_s(SERVER_PIDS)
         sends = await asyncio.wait_for(asyncio.gather(
             *(s.click("Send to the room", **{label: 100.0 * (k + 1)}) for k, s in enumerate(sessions))), timeout)
-        c1 = cpu_s(SERVER_PID)
+        c1 = cpu_s(SERVER_PIDS)
         got = store.summary(room.code, secret)["predictions"]
         store.reveal(room.code, secret)
         reveals = await asyncio.wait_for(asyncio.gather(
             *(s.poll_until_metric(POLL_S, timeout) for s in sessions)), timeout)
-        c2 = cpu_s(SERVER_PID)
+        c2 = cpu_s(SERVER_PIDS)
     finally:
         await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
     return {"waits": sends, "reveals": reveals, "stored": len(got), "answered": n,
@@ -224,7 +226,7 @@ async def workshop_room(url: str, lab_id: str, n: int, timeout: float) -> dict:
 
 
 POLL_S = 2.0
-SERVER_PID = None
+SERVER_PIDS: list[int] = []
 
 
 def pct(xs, q):
@@ -235,25 +237,25 @@ def pct(xs, q):
     return xs[k]
 
 
-def cpu_s(pid: int | None) -> float:
-    """CPU seconds (user + system) the server process has used so far."""
-    if pid is None:
+def cpu_s(pids: list[int]) -> float:
+    """CPU seconds (user + system) the server processes have used so far."""
+    if not pids:
         return float("nan")
     try:
         import psutil
 
-        t = psutil.Process(pid).cpu_times()
-        return t.user + t.system
+        return sum(t.user + t.system for t in (psutil.Process(pid).cpu_times() for pid in pids))
     except Exception:
         return float("nan")
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pids: list[int]) -> float:
+    """Resident memory of the largest server process (with its children)."""
     try:
         import psutil
 
-        p = psutil.Process(pid)
-        return (p.memory_info().rss + sum(c.memory_info().rss for c in p.children(recursive=True))) / 2**20
+        return max((p.memory_info().rss + sum(c.memory_info().rss for c in p.children(recursive=True))) / 2**20
+                   for p in map(psutil.Process, pids))
     except Exception:
         return float("nan")
 
@@ -285,7 +287,9 @@ def main(argv=None) -> int:
     ap.add_argument("--lab", default="q08")
     ap.add_argument("--knob", default="client_timeout_s", help="the parameter each 'new' participant sets")
     ap.add_argument("--scenarios", default="room,cached,new", help="room, cached, same-new and/or new")
-    ap.add_argument("--url", help="a running explorer (default: start one on a free loopback port)")
+    ap.add_argument("--url", help="running explorers, comma-separated (default: start --servers on free loopback ports)")
+    ap.add_argument("--servers", type=int, default=1,
+                    help="explorer processes to start, sharing one data folder (participant k uses server k mod S)")
     ap.add_argument("--timeout", type=float, default=240.0, help="seconds per phase before giving up")
     ap.add_argument("--plain", action="store_true",
                     help="start the explorer with Streamlit's default options instead of the workshop ones")
@@ -295,22 +299,24 @@ def main(argv=None) -> int:
 
     lab = get_lab(args.lab)
     knob = lab.param(args.knob)
-    tmp, proc = None, None
-    url = args.url
-    if not url:
+    tmp, procs = None, []
+    urls = args.url.split(",") if args.url else []
+    if not urls:
         tmp = tempfile.mkdtemp(prefix="archlab-load-")
         env = {**os.environ, "ARCHLAB_CACHE": f"{tmp}/cache", "ARCHLAB_DATA": f"{tmp}/data", "PYTHONPATH": str(ROOT)}
-        os.environ["ARCHLAB_DATA"] = env["ARCHLAB_DATA"]  # the rooms file this script and the server share
-        port = _free_port()
-        proc = start_server(port, env, () if args.plain else WORKSHOP_OPTIONS)
-        global SERVER_PID
-        SERVER_PID = proc.pid
-        url = f"http://127.0.0.1:{port}"
-    print(f"explorer {url} ({'default options' if args.plain or args.url else ' '.join(WORKSHOP_OPTIONS)}); "
+        os.environ["ARCHLAB_DATA"] = env["ARCHLAB_DATA"]  # the rooms file this script and the servers share
+        for _ in range(max(1, args.servers)):
+            port = _free_port()
+            procs.append(start_server(port, env, () if args.plain else WORKSHOP_OPTIONS))
+            urls.append(f"http://127.0.0.1:{port}")
+        SERVER_PIDS[:] = [p.pid for p in procs]
+    url = urls
+    print(f"explorer {', '.join(urls)} ({'default options' if args.plain or args.url else ' '.join(WORKSHOP_OPTIONS)}); "
           f"lab {lab.id}; load average {os.getloadavg()} (1, 5, 15 min) on {os.cpu_count()} cores")
     rows = []
     try:
-        asyncio.run(room_round(url, lab.id, [""], args.timeout))  # warm: imports, the default run, its plots
+        for u in urls:  # warm each server: imports, the default run, its plots
+            asyncio.run(room_round([u], lab.id, [""], args.timeout))
         rng = random.Random(time.time_ns())
         for scenario in args.scenarios.split(","):
             for n in sizes:
@@ -325,7 +331,7 @@ def main(argv=None) -> int:
                     row = {"scenario": "room", "n": n, "median_s": statistics.median(w), "p95_s": pct(w, 95),
                            "max_s": max(w), "within_1s": sum(x <= BUDGET_S for x in w), "stored": out["stored"],
                            "reveal_median_s": statistics.median(r), "reveal_p95_s": pct(r, 95),
-                           "rss_mb": rss_mb(proc.pid) if proc else float("nan"), "loadavg": os.getloadavg()[0]}
+                           "rss_mb": rss_mb(SERVER_PIDS), "loadavg": os.getloadavg()[0]}
                     rows.append(row)
                     print(f"room   n={n:3d}: send prediction median {row['median_s']:.2f} s, P95 {row['p95_s']:.2f} s, "
                           f"max {row['max_s']:.2f} s; {row['within_1s']}/{n} within 1 s; stored {row['stored']}/{n}; "
@@ -354,7 +360,7 @@ def main(argv=None) -> int:
                 row = {"scenario": scenario, "n": n, "median_s": statistics.median(w), "p95_s": pct(w, 95),
                        "max_s": max(w), "within_1s": sum(x <= BUDGET_S for x in w), "answered": out["answered"],
                        "load_median_s": statistics.median(out["loads"]), "wall_s": time.perf_counter() - t0,
-                       "rss_mb": rss_mb(proc.pid) if proc else float("nan"), "loadavg": os.getloadavg()[0]}
+                       "rss_mb": rss_mb(SERVER_PIDS), "loadavg": os.getloadavg()[0]}
                 rows.append(row)
                 print(f"{scenario:6s} n={n:3d}: wait median {row['median_s']:.2f} s, P95 {row['p95_s']:.2f} s, "
                       f"max {row['max_s']:.2f} s; {row['within_1s']}/{n} within 1 s; "
@@ -363,7 +369,7 @@ def main(argv=None) -> int:
                       f"P95 {pct(out['headline_at'], 95):.2f} s; server CPU per answer {out['cpu_ms']:.0f} ms; "
                       f"server RSS {row['rss_mb']:.0f} MB; load {row['loadavg']:.1f}", flush=True)
     finally:
-        if proc is not None:
+        for proc in procs:
             proc.terminate()
             try:
                 proc.wait(10)

@@ -11,6 +11,7 @@ cached ``run_lab`` (passed in by ``faces.pages``), so a room's reveal costs one 
 from __future__ import annotations
 
 import math
+import os
 from typing import Callable
 from urllib.parse import urlsplit
 
@@ -315,18 +316,37 @@ def _links(room: Room, secret: str) -> tuple[str, str, str]:
             f"{base}/room?room={room.code}&key={secret}&view=present")
 
 
-def instructor_view(s: RoomStore, room: Room, secret: str, run: Callable):
+def join_links(room: Room) -> list[str]:
+    """One join link per explorer process serving the room: ``ARCHLAB_ROOM_SERVERS`` lists their base URLs
+    (comma-separated, processes sharing one ``ARCHLAB_DATA``), so each half of a large room uses its own core;
+    unset, the one serving this page."""
+    bases = [b.strip().rstrip("/") for b in os.environ.get("ARCHLAB_ROOM_SERVERS", "").split(",") if b.strip()]
+    return [f"{b}/room?room={room.code}" for b in (bases or [base_url()])]
+
+
+def _join_codes(room: Room, where, width: int):
+    """The join link(s) and QR code(s): with several servers, one per part of the room."""
     from faces.handout import qr_svg
 
-    join, mine, present = _links(room, secret)
+    links = join_links(room)
+    cols = where.columns(len(links))
+    for k, (col, link) in enumerate(zip(cols, links)):
+        if len(links) > 1:
+            col.markdown(f"**Part {k + 1} of the room** joins here")
+        col.html(f"<div style='width:{width}px'>{qr_svg(link)}</div>")
+        col.code(link, language=None)
+
+
+def instructor_view(s: RoomStore, room: Room, secret: str, run: Callable):
+    present = _links(room, secret)[2]
     _header(room)
     if st.session_state.pop(f"room_new_{room.code}", False):
         st.warning("Keep this page's link: it holds the instructor key, shown only now. Anyone with it can "
                    "reveal and export.", icon=":material/key:")
-    c1, c2 = st.columns([2, 1])
-    c1.markdown(f"Participants join at **{join}** (or scan the code).  \nPresenter view: [{present}]({present})")
-    c1.code(join, language=None)
-    c2.html(f"<div style='width:160px'>{qr_svg(join)}</div>")
+    c1, c2 = st.columns([1, 2])
+    parts = " (one per part of the room, each served by its own process)" if len(join_links(room)) > 1 else ""
+    c1.markdown(f"Participants join by the link or by scanning its code{parts}.  \nPresenter view: [{present}]({present})")
+    _join_codes(room, c2, 160)
     lab = get_lab(room.qid)
     b1, b2, b3 = st.columns(3)
     if b1.button("Reveal to everyone", type="primary", disabled=room.revealed, key="room_reveal"):
@@ -411,15 +431,12 @@ h1 {font-size: 2.6rem !important;} h2, h3 {font-size: 1.9rem !important;}
 
 def presenter_view(s: RoomStore, room: Room, secret: str, run: Callable):
     """For a 1024×768 projector: the code, the count, one large chart per row, the headline after the reveal."""
-    from faces.handout import qr_svg
-
     st.markdown(PRESENTER_CSS, unsafe_allow_html=True)
-    join = _links(room, secret)[0]
     q = get_lab(room.qid).question
-    c1, c2 = st.columns([3, 1])
+    c1, c2 = st.columns([1, 1])
     c1.title(f"Room {room.code}")
-    c1.markdown(f"**{ex.page_title(q)}**  \nJoin: **{join}**")
-    c2.html(f"<div style='width:180px'>{qr_svg(join)}</div>")
+    c1.markdown(f"**{ex.page_title(q)}**")
+    _join_codes(room, c2, 180)
     st.markdown(f"### {room.prompt}")
     result = _result(room, run)
     arm, metric = room.watch

@@ -228,6 +228,19 @@ def test_a_lobby_link_picks_the_lab_and_an_unknown_one_falls_back_to_the_first()
     assert not other.exception and other.selectbox[0].value == other.selectbox[0].options[0].split(" · ")[0].lower()
 
 
+def test_a_room_served_by_two_processes_shows_one_join_code_per_process(monkeypatch):
+    room, secret = RoomStore().create("q08")
+    monkeypatch.setenv("ARCHLAB_ROOM_SERVERS", "http://10.0.0.5:8501, http://10.0.0.5:8502/")
+    for view in ({}, {"view": "present"}):
+        at = open_room({"room": room.code, "key": secret, **view})
+        assert not at.exception
+        links = [c.value for c in at.code]
+        assert links == [f"http://10.0.0.5:{port}/room?room={room.code}" for port in (8501, 8502)], links
+    monkeypatch.delenv("ARCHLAB_ROOM_SERVERS")
+    one = open_room({"room": room.code, "key": secret})
+    assert [c.value.split("/room?")[1] for c in one.code] == [f"room={room.code}"]
+
+
 # --------------------------------------------------------------------------- handouts and guides
 def test_handout_has_blank_columns_and_a_qr_code_per_exercise():
     lab = get_lab("q08")
