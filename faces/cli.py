@@ -257,7 +257,7 @@ def cmd_progress(args):
                 print(f"{c['concept']}: {c['inside']}/{c['n']} inside the interval"
                       + (f"; on average {c['bias_factor']:.2g}x {c['direction']}" if c["bias_factor"] else ""))
 def cmd_room(args):
-    from faces.room import RoomError, RoomStore
+    from faces.room import RoomError, RoomStore, room_servers
 
     try:
         store = RoomStore()
@@ -271,11 +271,14 @@ def cmd_room(args):
                    "join": f"{base}/room?room={room.code}",
                    "instructor": f"{base}/room?room={room.code}&key={secret}",
                    "presenter": f"{base}/room?room={room.code}&key={secret}&view=present"}
+            if room_servers():  # one explorer process per core: one join link per part of the room
+                obj["joins"] = [f"{b}/room?room={room.code}" for b in room_servers()]
             if args.format == "json":
                 _emit(obj, "json")
             else:
                 print(f"room {room.code} on {room.qid} (expires {room.expires:%Y-%m-%d %H:%M} UTC)")
-                print(f"participants: {obj['join']}")
+                for k, link in enumerate(obj.get("joins", [obj["join"]])):
+                    print(f"participants{f' (part {k + 1})' if 'joins' in obj else ''}: {link}")
                 print(f"instructor (keep it private, shown once): {obj['instructor']}")
                 print(f"presenter: {obj['presenter']}")
             return 0

@@ -55,6 +55,17 @@ def qr_svg(url: str) -> str:
     return segno.make(url, error="m").svg_inline(scale=3, border=2, omitsize=True)
 
 
+def qr_png(url: str, scale: int = 5) -> bytes:
+    """A QR code of ``url`` as PNG bytes, for pages whose HTML is sanitised (Streamlit strips inline SVG)."""
+    import io
+
+    import segno
+
+    buf = io.BytesIO()
+    segno.make(url, error="m").save(buf, kind="png", scale=scale, border=2)
+    return buf.getvalue()
+
+
 def setting_link(base_url: str, lab, changes: dict) -> str:
     """The explorer URL that reproduces a setting (only values that differ from the defaults)."""
     full = dict(lab.settings(changes))

@@ -26,6 +26,7 @@ import hmac
 import io
 import json
 import math
+import os
 import secrets
 import sqlite3
 import time
@@ -343,3 +344,9 @@ class RoomStore:
         w.writeheader()
         w.writerows(self.rows(code))
         return buf.getvalue()
+
+
+def room_servers() -> list[str]:
+    """Base URLs of the explorer processes serving rooms (``ARCHLAB_ROOM_SERVERS``, comma-separated; processes
+    sharing one ``ARCHLAB_DATA``, one per core for a large room), or [] when one process serves them."""
+    return [b.strip().rstrip("/") for b in os.environ.get("ARCHLAB_ROOM_SERVERS", "").split(",") if b.strip()]

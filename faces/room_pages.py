@@ -11,7 +11,6 @@ cached ``run_lab`` (passed in by ``faces.pages``), so a room's reveal costs one 
 from __future__ import annotations
 
 import math
-import os
 from typing import Callable
 from urllib.parse import urlsplit
 
@@ -20,7 +19,7 @@ import streamlit as st
 
 from faces import explorer as ex
 from faces import runs
-from faces.room import VOTES, Room, RoomError, RoomStore
+from faces.room import VOTES, Room, RoomError, RoomStore, room_servers
 from labs.registry import built_ids, get_lab
 
 MEMBER = "_archlab_room"  # session state: {"code": ..., "pid": ..., "name": ...} once a participant joined
@@ -320,21 +319,18 @@ def join_links(room: Room) -> list[str]:
     """One join link per explorer process serving the room: ``ARCHLAB_ROOM_SERVERS`` lists their base URLs
     (comma-separated, processes sharing one ``ARCHLAB_DATA``), so each half of a large room uses its own core;
     unset, the one serving this page."""
-    bases = [b.strip().rstrip("/") for b in os.environ.get("ARCHLAB_ROOM_SERVERS", "").split(",") if b.strip()]
-    return [f"{b}/room?room={room.code}" for b in (bases or [base_url()])]
+    return [f"{b}/room?room={room.code}" for b in (room_servers() or [base_url()])]
 
 
 def _join_codes(room: Room, where, width: int):
     """The join link(s) and QR code(s): with several servers, one per part of the room."""
-    from faces.handout import qr_svg
+    from faces.handout import qr_png
 
     links = join_links(room)
     cols = where.columns(len(links))
     for k, (col, link) in enumerate(zip(cols, links)):
-        if len(links) > 1:
-            col.markdown(f"**Part {k + 1} of the room** joins here")
-        col.html(f"<div style='width:{width}px'>{qr_svg(link)}</div>")
-        col.code(link, language=None)
+        col.image(qr_png(link), width=width, caption=f"Part {k + 1} of the room" if len(links) > 1 else None)
+        col.code(link, language=None, wrap_lines=True)
 
 
 def instructor_view(s: RoomStore, room: Room, secret: str, run: Callable):
@@ -422,7 +418,7 @@ def verdict_table(frame: pd.DataFrame, result, claims, show: bool) -> pd.DataFra
 
 PRESENTER_CSS = """<style>
 [data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"] {display: none;}
-.block-container {padding: 1rem 1.5rem; max-width: 1024px;}
+.block-container {padding: 3.75rem 1.5rem 1rem; max-width: 1024px;}
 h1 {font-size: 2.6rem !important;} h2, h3 {font-size: 1.9rem !important;}
 [data-testid="stMetricValue"] {font-size: 4rem !important;}
 [data-testid="stMarkdownContainer"] p {font-size: 1.3rem;}

@@ -236,6 +236,11 @@ def test_a_room_served_by_two_processes_shows_one_join_code_per_process(monkeypa
         assert not at.exception
         links = [c.value for c in at.code]
         assert links == [f"http://10.0.0.5:{port}/room?room={room.code}" for port in (8501, 8502)], links
+        assert len(at.image) == 2  # one QR code per link (a PNG: Streamlit's HTML sanitiser drops inline SVG)
+    made = subprocess.run([sys.executable, "-m", "faces.cli", "room", "create", "q08", "--format", "json"],
+                          capture_output=True, text=True, env=dict(os.environ), timeout=120)
+    joins = json.loads(made.stdout)["joins"]
+    assert [j.split("/room?")[0] for j in joins] == ["http://10.0.0.5:8501", "http://10.0.0.5:8502"]
     monkeypatch.delenv("ARCHLAB_ROOM_SERVERS")
     one = open_room({"room": room.code, "key": secret})
     assert [c.value.split("/room?")[1] for c in one.code] == [f"room={room.code}"]

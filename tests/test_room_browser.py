@@ -53,7 +53,9 @@ def test_instructor_and_three_participants(server, browser, tmp_path):  # noqa: 
         assert m, teacher.url
         code = m.group(1)
         expect(teacher.get_by_text("Keep this page's link")).to_be_visible()
-        expect(teacher.locator("svg").first).to_be_visible()  # the QR code of the join link
+        qr = teacher.locator('[data-testid="stImage"] img').first  # the QR code of the join link, drawn
+        expect(qr).to_be_visible()
+        assert qr.evaluate("i => i.complete && i.naturalWidth") >= 100
 
         # 2. three participants join by the link and predict
         people = []
@@ -99,6 +101,7 @@ def test_instructor_and_three_participants(server, browser, tmp_path):  # noqa: 
         _open(screen, teacher.url + "&view=present", f"Room {code}")
         expect(screen.locator(HEADLINE).first).to_have_text(shown[0])
         expect(screen.get_by_text("3 predictions from 3 joined")).to_be_visible()
+        expect(screen.locator('[data-testid="stImage"] img').first).to_be_visible()  # the QR code on the projector
         screen.screenshot(path=str(tmp_path / "presenter.png"))
 
         # 5. the CSV export has the three rows
