@@ -229,8 +229,10 @@ class ModelTheftLab(Lab):
         return Outcome(m, series, notes=notes, extras=extras)
 
     def prepare(self, seed: int = 0) -> None:
-        """Train the victim and the default attack curves into the disk cache."""
-        self.simulate(seed, self.settings())
+        """Train the victim and build the attack curves of the defaults and of every exercise into the disk
+        cache (the synthetic attacker's curves alone take about 30 s: an exercise click should not)."""
+        for changes in [{}, *(e.changes for e in self.exercises)]:
+            self.simulate(seed, self.settings(changes))
 
     def plots(self, result):
         return [_plot_curves(result), _plot_time(result), _plot_detection(result)]
