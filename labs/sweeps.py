@@ -267,15 +267,15 @@ def run_points(tasks: list[Task], jobs: int = 1, progress: Callable[[int, int, i
 
 
 def _can_fork() -> bool:
-    """Local workers may be forked from this process: the platform has fork, it is not turned off
+    """Local workers may be forked from this process: Linux (macOS frameworks are not fork-safe), not turned off
     (``ARCHLAB_FORK=0``) and this process runs no other thread (a fork copies only the calling thread, so
     another thread's locks could be held forever in the child; the explorer and notebook kernels run
     threads and use loky)."""
     import multiprocessing as mp
     import threading
 
-    return (os.environ.get("ARCHLAB_FORK", "1") != "0" and "fork" in mp.get_all_start_methods()
-            and threading.active_count() == 1)
+    return (os.environ.get("ARCHLAB_FORK", "1") != "0" and sys.platform.startswith("linux")  # macOS: spawn
+            and "fork" in mp.get_all_start_methods() and threading.active_count() == 1)
 
 
 def _run_chunk(chunk: list[Task]) -> list[Point]:
