@@ -211,3 +211,14 @@ def test_a_series_given_as_a_function_is_built_once_when_first_read():
     again = pickle.loads(pickle.dumps(Series({"costly": build})))
     assert type(again) is Series and again["costly"]["x"].tolist() == [1, 2]
     assert all(isinstance(v, pd.DataFrame) for v in dict(Series({"costly": build})).values())
+
+
+def test_checking_labs_together_gives_each_lab_its_own_verdicts():
+    """``check_many`` pools the labs' runs; every verdict, value and region must be what ``Lab.check`` gives."""
+    from labs.contract import check_many
+
+    labs = [get_lab("q14"), get_lab("q13")]
+    together = check_many(labs, seed=3, cache=False)
+    for lab, verdicts in zip(labs, together):
+        alone = lab.check(seed=3, cache=False)
+        assert [v.to_dict(full=True) for v in verdicts] == [v.to_dict(full=True) for v in alone], lab.id
