@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from sim.metrics import Interval, batch_means, percentile_ci, ratio_interval, t_interval, wilson
+from sim.metrics import Interval, batch_means, order_statistic_interval, percentile_ci, ratio_interval, t_interval, wilson
 
 MIN_FOR_INTERVAL = 40  # fewer observations than this: a percentile gets no interval
 
@@ -78,6 +78,15 @@ class Measurements:
                 continue
             iv = percentile_ci(x, q) if x.size >= MIN_FOR_INTERVAL else None
             self.value(arm, key.format(q=q), float(np.percentile(x, q)), iv)
+
+    def independent_percentiles(self, arm: str, values, qs=(50, 99), key: str = "p{q}_ms", scale: float = 1.0,
+                                missing: str = "no request in this window") -> None:
+        """Percentiles of independent draws (no queue couples them) with distribution-free order-statistic
+        intervals (``sim.metrics.order_statistic_interval``); ``key`` may hold ``{q}``."""
+        x = np.asarray(values, dtype=float) * scale
+        for q in qs:
+            iv = order_statistic_interval(x, q)
+            self.value(arm, key.format(q=q), iv.estimate, iv, missing=missing)
 
     def share(self, arm: str, key: str, k: float, n: float, missing: str = "nothing to count at these settings",
               pct: bool = True) -> float:

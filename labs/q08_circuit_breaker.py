@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import simpy
 
 from sim.breaker import CircuitBreaker, CircuitBreakerConfig, State
-from sim.components import FaultSchedule, Outage, ReplicaPool, Slots, drive, poisson_arrivals
+from sim.components import Outage, poisson_arrivals
 from sim.dist import Lognormal
-from sim.metrics import ERROR, FALLBACK, OK, TIMEOUT, RequestLog, windowed
+from sim.guarded_calls import simulate_guarded_calls
+from sim.metrics import ERROR, FALLBACK, OK, windowed
 from sim.rng import Streams
 
 from .contract import Arm, Exercise, Lab, Outcome, Param
@@ -172,74 +172,10 @@ def _outage(p) -> Outage:
 
 
 def _simulate_arm(arm: str, p, draws: dict, outage: Outage, breaker: CircuitBreaker | None) -> dict:
-    env = simpy.Environment()
-    pool = ReplicaPool(env, servers=p.replicas)
-    workers = Slots(env, p.caller_threads)  # the caller's thread pool, first come first served
-    faults = FaultSchedule([outage])
-    n = p.requests
-    log = RequestLog(n, arm)
-    wasted = np.zeros(n)  # caller seconds spent on downstream calls that failed
-    probe = np.zeros(n, dtype=bool)  # admitted while HALF_OPEN
-    opened_at_rates = []  # the rolling failure rate each time the breaker opened
-    service, cached = draws["service"], draws["cached"]
-    rtt = p.network_ms / 1e3
-    half_rtt = rtt / 2
-    timeout, error_s, fallback_s = p.client_timeout_s, p.error_ms / 1e3, p.fallback_ms / 1e3
-
-    def fall_back(i):
-        if cached[i]:
-            yield env.timeout(fallback_s)
-            return FALLBACK
-        return ERROR
-
-    def request(i):
-        log.arrival[i] = env.now
-        wait = workers.take()
-        if wait is not None:
-            yield wait
-        yield from call(i)
-        workers.give()
-        log.end[i] = env.now
-
-    def call(i):
-        now = env.now
-        if breaker is not None:
-            if not breaker.try_acquire_permission(now):
-                log.outcome[i] = yield from fall_back(i)
-                return
-            probe[i] = breaker.state is State.HALF_OPEN
-        # Every call pays the same network delay, so entering the server's queue now and adding the
-        # round trip afterwards gives each request the same timeline as paying half on the way in.
-        mode = faults.mode_at(now + half_rtt)
-        deadline = now + timeout
-        if mode is None:
-            outcome, start = yield from pool.serve(service[i], deadline=deadline - rtt)
-            log.start[i] = start + half_rtt
-            yield env.timeout(rtt if outcome == OK else max(0.0, deadline - env.now))
-        elif mode == "error":
-            yield env.timeout(min(error_s + rtt, timeout))
-            outcome = ERROR if error_s + rtt <= timeout else TIMEOUT
-        else:  # hang: nothing comes back; the caller waits out its timeout
-            yield env.timeout(timeout)
-            outcome = TIMEOUT
-        duration = env.now - now
-        if breaker is not None:
-            if outcome == OK:
-                breaker.on_success(env.now, duration)
-            else:
-                before = breaker.state
-                breaker.on_error(env.now, duration)
-                if before is not State.OPEN and breaker.state is State.OPEN:
-                    opened_at_rates.append(breaker.failure_rate(env.now))
-        if outcome != OK:
-            wasted[i] = duration
-            outcome = yield from fall_back(i)
-        log.outcome[i] = outcome
-
-    env.process(drive(env, draws["arrivals"], request))
-    env.run()
-    return {"log": log, "wasted": wasted, "probe": probe, "opened_at_rates": opened_at_rates,
-            "utilization": pool.utilization()}
+    return simulate_guarded_calls(draws["arrivals"], draws["service"], draws["cached"], outage, breaker,
+                                  replicas=p.replicas, caller_threads=p.caller_threads, network_s=p.network_ms / 1e3,
+                                  timeout_s=p.client_timeout_s, error_s=p.error_ms / 1e3,
+                                  fallback_s=p.fallback_ms / 1e3, arm=arm)
 
 
 def _breaker_metrics(m: Measurements, breaker: CircuitBreaker, outage: Outage, arm: dict) -> None:

@@ -15,7 +15,7 @@ from sim.components import poisson_arrivals
 from sim.dist import Lognormal
 from sim.failover import ROUTE53_REQUEST_INTERVALS, OutageReplay, ResolverCaches
 from sim.geo import RttMatrix, load_rtt_matrix, nearest_by_distance
-from sim.metrics import ERROR, OK, RequestLog, order_statistic_interval, windowed
+from sim.metrics import ERROR, OK, RequestLog, windowed
 from sim.rng import Streams
 
 from .contract import Arm, Exercise, Lab, Outcome, Param, Rule
@@ -149,21 +149,21 @@ class MultiRegionLab(Lab):
             log.end[:] = arrival + np.where(dead, first_rtt[rows, region], latency[arm][rows, region])
             logs.append(log)
             steady_ms = latency[arm][rows, healthy[arm][area]] * 1e3
-            _quantiles(m, arm, steady_ms, ((50, "global_p50_ms"), (95, "global_p95_ms"), (99, "global_p99_ms")))
+            m.independent_percentiles(arm, steady_ms, (50, 95, 99), "global_p{q}_ms")
             m.mean(arm, "mean_ms", steady_ms)
             for a, key in enumerate(AREA_KEYS):
-                _quantiles(m, arm, steady_ms[area == a], ((95, f"p95_{key}_ms"),), f"no request from {AREAS[a]} "
-                           + ("(not in this user_mix)" if mix[a] == 0 else "in this window"))
-            _quantiles(m, arm, log.latency[down & ~dead] * 1e3, ((95, "outage_p95_ms"),),
-                       none_in if not down.any() else "every request arriving during the outage failed")
+                m.independent_percentiles(arm, steady_ms[area == a], (95,), f"p95_{key}_ms", 1.0, f"no request from "
+                                          f"{AREAS[a]} " + ("(not in this user_mix)" if mix[a] == 0 else "in this window"))
+            m.independent_percentiles(arm, log.latency[down & ~dead], (95,), "outage_p95_ms", 1e3,
+                                      none_in if not down.any() else "every request arriving during the outage failed")
             m.value(arm, "failover_errors", float(np.sum(dead)))
             m.share(arm, "outage_error_pct", np.sum(dead), np.sum(down), missing=none_in)
             m.share(arm, "availability_pct", n - np.sum(dead), n)
         m.share("edge", "edge_hit_share_pct", np.sum(hit), n)
         m.value("pattern", "edge_global_p95_ms", m.metrics["edge"]["global_p95_ms"], m.intervals["edge"]["global_p95_ms"])
         asia = np.isin(area, [AREAS.index(a) for a in ASIA])
-        _quantiles(m, "baseline", GEO.backbone_ms[area[asia], 0], ((50, "us_east_asia_rtt_ms"),),
-                   f"user_mix={p.user_mix} has no users in India, Southeast Asia or Japan")
+        m.independent_percentiles("baseline", GEO.backbone_ms[area[asia], 0], (50,), "us_east_asia_rtt_ms", 1.0,
+                                  f"user_mix={p.user_mix} has no users in India, Southeast Asia or Japan")
         for a in ASIA:  # the pairs behind that median, with their provenance in the notes
             m.value("baseline", f"us_east_{AREA_KEYS[AREAS.index(a)]}_rtt_ms", GEO.backbone_ms[AREAS.index(a), 0])
         _failover_metrics(m, p, fo)
@@ -201,12 +201,6 @@ def _replay(seed: int, p) -> OutageReplay:
                         p.resolvers_per_area, streams["checker_phase"].random((FAILOVER_REPS, p.health_checkers)),
                         streams["resolver_phase"].random((FAILOVER_REPS, len(AREAS) * p.resolvers_per_area)),
                         p.outage_start_s, p.outage_start_s + p.outage_duration_s)
-
-
-def _quantiles(m: Measurements, arm: str, values_ms, qs, missing: str = "no request in this window") -> None:
-    """Percentiles of independent requests (no queue couples them) with order-statistic intervals."""
-    for q, key in qs:
-        m.value(arm, key, (iv := order_statistic_interval(values_ms, q)).estimate, iv, missing=missing)
 
 
 def _failover_metrics(m: Measurements, p, fo: dict) -> None:

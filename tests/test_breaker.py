@@ -542,3 +542,32 @@ def test_state_mask_and_timeline_follow_the_transitions():
     steps = cb.timeline(10.0)
     assert steps[0] == (0.0, "CLOSED") and steps[-1] == (10.0, "HALF_OPEN")
     assert [s for _, s in steps] == ["CLOSED", "OPEN", "HALF_OPEN", "HALF_OPEN"]
+
+
+def test_guarded_calls_waste_nothing_without_an_outage_and_refuse_into_the_cache_with_one():
+    """sim.guarded_calls: the control (no outage) wastes no caller time and never opens the breaker; a hang
+    with a breaker refuses calls, which answer from the cache exactly where a request has an entry."""
+    import numpy as np
+
+    from sim.breaker import CircuitBreaker, CircuitBreakerConfig
+    from sim.components import Outage
+    from sim.guarded_calls import simulate_guarded_calls
+    from sim.metrics import ERROR, FALLBACK, TIMEOUT
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    arrivals, service = np.cumsum(rng.exponential(0.05, n)), rng.exponential(0.02, n)
+    cached = rng.random(n) < 0.5
+    kw = dict(replicas=4, caller_threads=200, network_s=0.002, timeout_s=5.0, error_s=0.005, fallback_s=0.002)
+    calm = simulate_guarded_calls(arrivals, service, cached, Outage(50.0, 100.0, "none"),
+                                  CircuitBreaker(CircuitBreakerConfig()), **kw)
+    assert calm["wasted"].sum() == 0 and not calm["probe"].any() and not calm["opened_at_rates"]
+    assert np.all(calm["log"].latency >= service + 0.002 - 1e-12)  # at least the service time and the round trip
+    breaker = CircuitBreaker(CircuitBreakerConfig())
+    hang = simulate_guarded_calls(arrivals, service, cached, Outage(50.0, 100.0, "hang"), breaker, **kw)
+    log = hang["log"]
+    assert hang["opened_at_rates"] and breaker.not_permitted > 0
+    refused = (log.outcome != TIMEOUT) & (hang["wasted"] == 0) & (log.arrival >= 60) & (log.arrival < 100)
+    assert refused.any()
+    assert np.all(log.outcome[refused & cached] == FALLBACK) and np.all(log.outcome[refused & ~cached] != FALLBACK)
+    assert set(np.unique(log.outcome[~cached & (hang["wasted"] > 0)])) <= {ERROR}
