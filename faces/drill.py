@@ -387,7 +387,9 @@ def drill_page():
     built = set(built_ids())
     st.title("Interview drill")
     ids = [q.id for q in cat]
-    qid = st.selectbox("Question", ids, index=ids.index(sorted(built)[0]) if built else 0, key="drill_q",
+    wanted = str(st.query_params.get("q", "")).strip().lower()  # /drill?q=q08 picks the question
+    first = wanted if wanted in ids else (sorted(built)[0] if built else ids[0])
+    qid = st.selectbox("Question", ids, index=ids.index(first), key="drill_q",
                        format_func=lambda i: f"{i} · {cat.get(i).title}" + ("" if i in built else " (no lab: ungraded)"))
     c1, c2 = st.columns(2)
     mode = c1.radio("Mode", ["open", "choice"], horizontal=True, key="drill_mode",

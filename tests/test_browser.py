@@ -98,6 +98,15 @@ def settle(page):
     page.wait_for_selector(".stApp[data-test-script-state=notRunning]", timeout=RUN_TIMEOUT_MS)
 
 
+def rerun_settle(page):
+    """After an action that reruns the script: wait for the rerun to start (it can lag the click), then end."""
+    try:
+        page.wait_for_selector(".stApp[data-test-script-state=running]", timeout=3000)
+    except Exception:  # already over, or too quick to see
+        pass
+    settle(page)
+
+
 def timeout_box(page):
     return page.get_by_role("spinbutton", name="client_timeout_s (s)", exact=True)
 
@@ -229,15 +238,10 @@ def test_a_learner_predicts_reads_why_is_asked_again_drills_and_sees_progress(se
     expect(page.get_by_role("button", name="Reveal")).to_be_visible()  # asked again before results
     expect(page.locator(HEADLINE)).to_have_count(0)
 
-    open_and_settle(page, f"{server}/drill", "Interview drill")
-    page.get_by_text("Judge verdicts over each claim's sweep").click()  # quick: verdicts at the defaults
-    settle(page)
-    select = page.locator('[data-testid="stSelectbox"]').first
-    select.click()
-    page.get_by_role("option", name=re.compile(r"^q08 ")).click()
-    settle(page)
+    open_and_settle(page, f"{server}/drill?q=q08", "Interview drill")  # the link picks the question
     page.get_by_role("heading", name=load_catalog().get("q08").title).first.wait_for(timeout=RUN_TIMEOUT_MS)
-    settle(page)
+    page.get_by_text("Judge verdicts over each claim's sweep").click()  # quick: verdicts at the defaults
+    rerun_settle(page)
     answer = page.get_by_role("textbox", name="Your answer")
     answer.fill("A breaker fails fast once it opens; the timeout decides when.")
     answer.press("Tab")
