@@ -309,10 +309,8 @@ def participant_result(room: Room, run: Callable, mine: dict):
         st.caption(v.detail)
 
 
-def _links(room: Room, secret: str) -> tuple[str, str, str]:
-    base = base_url()
-    return (f"{base}/room?room={room.code}", f"{base}/room?room={room.code}&key={secret}",
-            f"{base}/room?room={room.code}&key={secret}&view=present")
+def _presenter_link(room: Room, secret: str) -> str:
+    return f"{base_url()}/room?room={room.code}&key={secret}&view=present"
 
 
 def join_links(room: Room) -> list[str]:
@@ -334,7 +332,7 @@ def _join_codes(room: Room, where, width: int):
 
 
 def instructor_view(s: RoomStore, room: Room, secret: str, run: Callable):
-    present = _links(room, secret)[2]
+    present = _presenter_link(room, secret)
     _header(room)
     if st.session_state.pop(f"room_new_{room.code}", False):
         st.warning("Keep this page's link: it holds the instructor key, shown only now. Anyone with it can "

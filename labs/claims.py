@@ -209,7 +209,7 @@ class SweepRunner:
         """Memoise the results of ``plan``'s settings from their tasks' points (``reps`` per setting, in order)."""
         from .sweeps import replicate
 
-        n = len(points) // len(todo) if todo else 0
+        n = self.reps
         for i, (key, setting) in enumerate(todo):
             self.memo[key] = (self._result(setting, replicate(points[i * n:(i + 1) * n])), None)
             if self.progress:

@@ -284,7 +284,7 @@ def _run_chunk(chunk: list[Task]) -> list[Point]:
 
 def _forked(order: list[Task], jobs: int) -> Iterator[tuple[Task, Point]]:
     """(task, point) as they finish on ``jobs`` processes forked from this one: they start with its imports
-    (torch, the labs) instead of importing them again as loky's fresh workers do, seconds per worker.
+    (the labs, numpy, scipy, sklearn) instead of importing them again as loky's fresh workers do, seconds each.
     Tasks go in runs of neighbours (same lab, adjacent settings), so a part cache serves a whole run."""
     import concurrent.futures as cf
     import multiprocessing as mp
